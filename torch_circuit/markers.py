@@ -1,0 +1,186 @@
+"""The markers that structure a ``Circuit``'s flat layer list, and ``LambdaLayer``.
+
+Markers record intent only; ``Circuit`` validates them (so an error can name the marker's
+position in the argument list) and turns them into a plan when it is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .ops import op_name, resolve_op
+
+__all__ = ["EndBlock", "GetInput", "LambdaLayer", "SaveInput", "StartBlock"]
+
+
+def _marker_forward_error(marker: nn.Module) -> RuntimeError:
+    return RuntimeError(
+        f"{marker!r} was called directly; markers only work inside a Circuit: "
+        "pass it in the layer list of Circuit(...)."
+    )
+
+
+class SaveInput(nn.Module):
+    """Remember the current tensor under ``name`` for a later ``GetInput(name)``.
+
+    Args:
+        name: the skip's name; scoped like a variable (see ``GetInput``).
+        transform: an optional module applied to the tensor at save time, e.g. a 1x1 conv
+            projection. It is a real submodule: trained, saved and copied per repeat.
+
+    Example::
+
+        >>> Circuit(SaveInput("x"), nn.Linear(8, 8), GetInput("x"))
+    """
+
+    def __init__(self, name: str, transform: nn.Module | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self.transform = transform
+
+    def capture(self, x: Tensor) -> Tensor:
+        """The value this save stores: ``transform(x)``, or ``x`` itself."""
+        transform = self.transform
+        return x if transform is None else transform(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise _marker_forward_error(self)
+
+    def extra_repr(self) -> str:
+        return repr(self.name)
+
+
+class GetInput(nn.Module):
+    """Combine the current tensor with the one saved under ``name``: ``op(x, transform(saved))``.
+
+    The name resolves to the nearest earlier ``SaveInput(name)`` in the same repeat of the same
+    block, else in the enclosing block, out to the top level.
+
+    Args:
+        name: the name of an earlier ``SaveInput``.
+        op: any callable ``(current, saved) -> Tensor`` (a function, a lambda, an
+            ``nn.Module``), ``torch.cat``, or one of ``"add"``, ``"mul"``, ``"cat"``. ``cat``
+            concatenates on dim 1, current first.
+        transform: an optional module applied to the saved tensor before ``op``.
+
+    Example::
+
+        >>> GetInput("residual")                 # x + residual
+        >>> GetInput("enc1", op="cat")           # U-Net: torch.cat((x, enc1), dim=1)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        op: Callable[[Tensor, Tensor], Tensor] | str = torch.add,
+        transform: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.transform = transform  # assigned before op: parameters() follow forward order
+        self.op = resolve_op(op)
+
+    @property
+    def op_name(self) -> str:
+        """``add``, ``mul``, ``cat``, or the name of the function or module used as op."""
+        return op_name(self.op)
+
+    def combine(self, x: Tensor, saved: Tensor) -> Tensor:
+        """Apply this read to the current tensor ``x`` and the saved value."""
+        transform = self.transform
+        if transform is not None:
+            saved = transform(saved)
+        result: Tensor = self.op(x, saved)
+        return result
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise _marker_forward_error(self)
+
+    def extra_repr(self) -> str:
+        return f"{self.name!r}, op={self.op_name}"
+
+
+class StartBlock:
+    """Open a block that ends at the matching ``EndBlock(name)`` and runs ``num_repeats`` times.
+
+    Args:
+        name: the block's name; it keys the block's parameters in the ``state_dict``, so it
+            must be a Python identifier, distinct from its sibling blocks' names.
+        num_repeats: how many times the block body runs.
+        share_weights: if ``False`` (default) each repeat is an independent, freshly
+            initialised copy of the body; if ``True`` one set of modules runs every repeat.
+        checkpoint: if ``True``, each repeat's activations are recomputed during backward
+            instead of kept (``torch.utils.checkpoint`` with ``use_reentrant=False``),
+            trading compute for memory; BatchNorm running statistics are updated once.
+
+    Example::
+
+        >>> StartBlock("stage", num_repeats=3)
+        >>> StartBlock("layer", num_repeats=12, checkpoint=True)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        num_repeats: int = 1,
+        share_weights: bool = False,
+        checkpoint: bool = False,
+    ) -> None:
+        self.name = name
+        self.num_repeats = num_repeats
+        self.share_weights = share_weights
+        self.checkpoint = checkpoint
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {flag}=True" for flag in ("share_weights", "checkpoint") if getattr(self, flag)
+        )
+        return f"StartBlock({self.name!r}, num_repeats={self.num_repeats!r}{extra})"
+
+
+class EndBlock:
+    """Close the block opened by ``StartBlock(name)``.
+
+    Example::
+
+        >>> EndBlock("stage")
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"EndBlock({self.name!r})"
+
+
+class LambdaLayer(nn.Module):
+    """Wrap a plain function of one tensor as a layer.
+
+    ``Circuit`` wraps plain callables in its layer list this way by itself.
+
+    Args:
+        fn: a callable taking the current tensor and returning the next one.
+
+    Example::
+
+        >>> LambdaLayer(torch.flatten)
+    """
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        super().__init__()
+        if isinstance(fn, type) or not callable(fn):
+            raise TypeError(
+                f"LambdaLayer needs a function of one tensor, got {fn!r}; "
+                "pass e.g. torch.relu or lambda x: x * 2."
+            )
+        self.fn = fn
+
+    def forward(self, x: Any) -> Any:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return op_name(self.fn)
