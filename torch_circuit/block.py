@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -91,17 +91,14 @@ class Block(nn.Module):
 
     def forward(self, x: Any, *captured: Any) -> Any:
         modules = self._modules
+        checkpointed = self._node.checkpoint
         for index, key in enumerate(self._order):
             repeat: nn.Module = modules[key]  # type: ignore[assignment]
             try:
-                if self._node.checkpoint:
-                    x = checkpoint(
-                        repeat,
-                        x,
-                        *captured,
-                        use_reentrant=False,
-                        context_fn=_buffers_restored_after_recompute(repeat),  # type: ignore[arg-type]
-                    )
+                if checkpointed:
+                    x = checkpoint(repeat, x, *captured, use_reentrant=False, **_recompute(repeat))
+                elif torch.compiler.is_compiling() and _reusable(repeat):
+                    x = _compiled_once(repeat, x, *captured)
                 else:
                     x = repeat(x, *captured)
             except Exception as error:
@@ -136,18 +133,33 @@ class Block(nn.Module):
         return f"Block({self.name!r} ×{self.num_repeats}{shared})(\n  {inner}\n)"
 
 
-def _buffers_restored_after_recompute(
-    module: nn.Module,
-) -> Callable[[], tuple[contextlib.AbstractContextManager[None], ...]]:
-    """Checkpoint contexts that undo a recompute's buffer updates (BatchNorm statistics).
+@torch.compiler.nested_compile_region
+def _compiled_once(repeat: nn.Module, x: Any, *captured: Any) -> Any:
+    """Call a repeat as a region that ``torch.compile`` compiles once and reuses for the others.
 
-    The forward pass already updated them once; the recompute during backward must not again.
+    In eager mode this is a plain call; only traced code takes this path.
     """
+    return repeat(x, *captured)
+
+
+def _reusable(repeat: nn.Module) -> bool:
+    # invoke_subgraph cannot yet train through in-place buffer updates (BatchNorm in training).
+    return not (repeat.training and next(repeat.buffers(), None) is not None)
+
+
+def _recompute(module: nn.Module) -> dict[str, Any]:
+    """Checkpoint options that undo a recompute's buffer updates (BatchNorm statistics).
+
+    The forward pass already updated the buffers once; the recompute during backward must not
+    update them again. Under ``torch.compile`` the recompute is functional and leaves them be.
+    """
+    if torch.compiler.is_compiling() or next(module.buffers(), None) is None:
+        return {}
 
     def contexts() -> tuple[contextlib.AbstractContextManager[None], ...]:
         return contextlib.nullcontext(), _restoring_buffers(module)
 
-    return contexts
+    return {"context_fn": contexts}
 
 
 @contextlib.contextmanager
@@ -169,7 +181,14 @@ def fresh_copy(module: nn.Module) -> nn.Module:
     has the last word. A parameter owned by a module with neither ``reset_parameters`` nor
     ``_reset_parameters`` keeps the values it was copied with.
     """
-    clone = copy.deepcopy(module)
+    # Plans are immutable: share them, so every repeat runs the very same steps (and
+    # torch.compile can reuse one compiled body for all of them).
+    memo: dict[int, Any] = {}
+    for scope in module.modules():
+        if isinstance(scope, Scope):
+            memo[id(scope._steps)] = scope._steps
+            memo[id(scope._nodes)] = scope._nodes
+    clone = copy.deepcopy(module, memo)
     _reinitialise(clone, seen=set())
     return clone
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .block import Scope
+from torch import nn
+
+from .block import Block, Scope
 from .plan import plan_circuit
 from .program import run
 
@@ -50,6 +52,30 @@ class Circuit(Scope):
 
     def forward(self, x: Any) -> Any:
         return run(self._steps, self._modules, x, [None] * self._num_locals)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Compile in place, one repeated block body at a time (regional compilation).
+
+        Each distinct repeat of every top-level block with ``num_repeats > 1`` is compiled
+        with ``torch.compile(*args, **kwargs)``; repeats of one block share their compiled
+        code, so compile time stays flat as ``num_repeats`` grows. The rest runs eagerly; a
+        nested ``Circuit`` compiles its own blocks the same way. A circuit without repeated
+        blocks is compiled whole, like any module.
+
+        Use ``torch.compile(model)`` instead to compile the whole model as one graph.
+        """
+        regions = list(self._compile_regions())
+        if not regions:
+            super().compile(*args, **kwargs)
+        for region in regions:
+            region.compile(*args, **kwargs)
+
+    def _compile_regions(self) -> Iterator[nn.Module]:
+        for module in self._modules.values():
+            if isinstance(module, Block) and module.num_repeats > 1:
+                yield from dict.fromkeys(module._modules.values())  # type: ignore[misc]
+            elif isinstance(module, Circuit):
+                yield module
 
     # Drawing and summaries live in their own modules; matplotlib is imported only there.
 
