@@ -241,3 +241,12 @@ def test_nodes_describe_the_declared_structure() -> None:
 def test_empty_circuit_is_the_identity() -> None:
     x = torch.randn(2)
     assert Circuit()(x) is x
+
+
+def test_block_indexes_its_repeats_like_a_module_list() -> None:
+    model = quickstart()
+    assert len(model.resnet) == 3
+    assert model.resnet[2] is model.get_submodule("resnet.2")
+    shared = quickstart(share_weights=True)
+    assert len(shared.resnet) == 3
+    assert shared.resnet[2] is shared.resnet[0]

@@ -89,6 +89,13 @@ class Block(nn.Module):
     def share_weights(self) -> bool:
         return self._node.share_weights
 
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __getitem__(self, index: int) -> Repeat:
+        """The module that runs repeat ``index`` (the single shared one if weights are tied)."""
+        return self._modules[self._order[index]]  # type: ignore[return-value]
+
     def forward(self, x: Any, *captured: Any) -> Any:
         modules = self._modules
         checkpointed = self._node.checkpoint
