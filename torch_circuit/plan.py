@@ -1,7 +1,7 @@
 """Analyse a ``Circuit``'s layer list once, at construction.
 
-``parse`` checks every item and nests the blocks; ``resolve`` binds every ``GetInput`` to the
-``SaveInput`` it reads under the scoping rules, and compiles each scope into the steps of
+``_parse`` checks every item and nests the blocks; ``_Resolver`` binds every ``GetInput`` to
+the ``SaveInput`` it reads under the scoping rules, and compiles each scope into the steps of
 ``program.py``. Both are pure: they raise or warn, and register no module anywhere, so a failed
 construction leaves the user's objects untouched.
 """
