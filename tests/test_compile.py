@@ -1,4 +1,7 @@
-"""Compiling a Circuit: whole-model with repeated bodies as regions, and in-place regional."""
+"""``Circuit.compile()``: regional compilation, one compiled body for all repeats.
+
+Whole-model ``torch.compile`` is tested in test_toolchain.py.
+"""
 
 from __future__ import annotations
 
@@ -41,15 +44,3 @@ def test_regional_compile_compiles_the_repeated_body_once() -> None:
     torch.testing.assert_close(compiled(x), eager(x))
     torch.testing.assert_close(grads(compiled), grads(eager))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
-
-
-def test_whole_model_compile_traces_repeats_as_one_reused_region() -> None:
-    torch._dynamo.reset()
-    model = residual_mlp(3)
-    x = torch.randn(2, 16)
-    explanation = torch._dynamo.explain(model)(x)
-    assert explanation.graph_break_count == 0
-    graph = explanation.graphs[0]
-    subgraph_calls = [node for node in graph.graph.nodes if "invoke_subgraph" in str(node.target)]
-    assert len(subgraph_calls) == 3
-    assert len({node.args[1] for node in subgraph_calls}) == 1  # one body, called 3 times

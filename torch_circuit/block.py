@@ -104,8 +104,6 @@ class Block(nn.Module):
             try:
                 if checkpointed:
                     x = checkpoint(repeat, x, *captured, use_reentrant=False, **_recompute(repeat))
-                elif torch.compiler.is_compiling() and _reusable(repeat):
-                    x = _compiled_once(repeat, x, *captured)
                 else:
                     x = repeat(x, *captured)
             except Exception as error:
@@ -138,20 +136,6 @@ class Block(nn.Module):
             start = end + 1
         inner = "\n  ".join(lines)
         return f"Block({self.name!r} ×{self.num_repeats}{shared})(\n  {inner}\n)"
-
-
-@torch.compiler.nested_compile_region
-def _compiled_once(repeat: nn.Module, x: Any, *captured: Any) -> Any:
-    """Call a repeat as a region that ``torch.compile`` compiles once and reuses for the others.
-
-    In eager mode this is a plain call; only traced code takes this path.
-    """
-    return repeat(x, *captured)
-
-
-def _reusable(repeat: nn.Module) -> bool:
-    # invoke_subgraph cannot yet train through in-place buffer updates (BatchNorm in training).
-    return not (repeat.training and next(repeat.buffers(), None) is not None)
 
 
 def _recompute(module: nn.Module) -> dict[str, Any]:
@@ -189,7 +173,7 @@ def fresh_copy(module: nn.Module) -> nn.Module:
     ``_reset_parameters`` keeps the values it was copied with.
     """
     # Plans are immutable: share them, so every repeat runs the very same steps (and
-    # torch.compile can reuse one compiled body for all of them).
+    # regional compilation reuses one compiled body for all of them).
     memo: dict[int, Any] = {}
     for scope in module.modules():
         if isinstance(scope, Scope):

@@ -76,7 +76,7 @@ class GetInput(nn.Module):
     def __init__(
         self,
         name: str,
-        op: Callable[[Tensor, Tensor], Tensor] | str = torch.add,
+        op: Callable[..., Tensor] | str = torch.add,
         transform: nn.Module | None = None,
     ) -> None:
         super().__init__()

@@ -45,7 +45,7 @@ class SaveSkip:
         return x
 
     def context(self, modules: Modules) -> str:
-        return f"in {modules[self.key]!r} at position {self.key}"
+        return _marker_context(modules, self.key)
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class ReadSkip:
         return modules[self.key].combine(x, saved)  # type: ignore[union-attr, operator]
 
     def context(self, modules: Modules) -> str:
-        return f"in {modules[self.key]!r} at position {self.key}"
+        return _marker_context(modules, self.key)
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,12 @@ class RunBlock:
 
 
 Step = CallLayer | SaveSkip | ReadSkip | RunBlock
+
+
+def _marker_context(modules: Modules, key: str) -> str:
+    marker = modules[key]
+    # One line, even when the marker holds a transform module.
+    return f"in {type(marker).__name__}({marker.extra_repr()}) at position {key}"  # type: ignore[union-attr]
 
 
 def add_context(error: BaseException, where: str) -> None:

@@ -1,0 +1,104 @@
+"""Shared helpers: copy a hand-written model's state into a Circuit and compare the two.
+
+They are exposed as fixtures (``copy_state``, ``assert_trains_alike``) so test modules need not
+import this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+
+def assert_same(actual: Tensor | None, expected: Tensor | None, what: str) -> None:
+    """Bitwise equality: both models run the same operations in the same order."""
+    assert actual is not None and expected is not None, f"{what}: missing tensor"
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0, msg=lambda m: f"{what}: {m}")
+
+
+def copy_state_impl(source: nn.Module, target: nn.Module) -> None:
+    """Copy parameters, then buffers, from ``source`` to ``target``, one-to-one in order.
+
+    Fails if the two do not enumerate the same number of tensors with the same shapes, which is
+    itself part of the proof that ``parameters()`` and ``buffers()`` follow forward order.
+    """
+    for kind in ("parameters", "buffers"):
+        sources = list(getattr(source, kind)())
+        targets = list(getattr(target, kind)())
+        assert len(sources) == len(targets), f"{kind}: {len(sources)} vs {len(targets)}"
+        with torch.no_grad():
+            for index, (src, dst) in enumerate(zip(sources, targets, strict=True)):
+                assert src.shape == dst.shape, f"{kind}[{index}]: {src.shape} vs {dst.shape}"
+                dst.copy_(src)
+
+
+def assert_same_state(hand: nn.Module, circuit: nn.Module, what: str) -> None:
+    for index, (h, c) in enumerate(zip(hand.parameters(), circuit.parameters(), strict=True)):
+        assert_same(c, h, f"{what}: parameter {index}")
+    for index, (h, c) in enumerate(zip(hand.buffers(), circuit.buffers(), strict=True)):
+        assert_same(c, h, f"{what}: buffer {index}")
+
+
+def forward_backward(model: nn.Module, x: Tensor, seed: int) -> tuple[Tensor, Tensor | None]:
+    """Run ``model`` on a fresh leaf copy of ``x``, backpropagate a fixed random loss."""
+    model.zero_grad(set_to_none=True)
+    leaf = x.detach().clone().requires_grad_(x.is_floating_point())
+    out = model(leaf)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    (out * weights.to(out.dtype)).sum().backward()
+    return out.detach(), leaf.grad
+
+
+def assert_trains_alike_impl(
+    hand: nn.Module,
+    circuit: nn.Module,
+    inputs: Sequence[Tensor],
+    check_eval: bool = True,
+) -> None:
+    """Copy ``hand`` into ``circuit``, then train both on ``inputs`` and compare every step.
+
+    Each step compares, in train mode, outputs, input and parameter gradients, and (after an
+    SGD step with momentum) parameters and buffers such as BatchNorm running statistics; then,
+    in eval mode, outputs and gradients again.
+    """
+    copy_state_impl(hand, circuit)
+    assert_same_state(hand, circuit, "after copy")
+    optimisers = [
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) for model in (hand, circuit)
+    ]
+    modes = ("train", "eval") if check_eval else ("train",)
+    for step, x in enumerate(inputs):
+        for mode in modes:
+            hand.train(mode == "train")
+            circuit.train(mode == "train")
+            where = f"step {step}, {mode} mode"
+            out_h, grad_h = forward_backward(hand, x, seed=step)
+            out_c, grad_c = forward_backward(circuit, x, seed=step)
+            assert_same(out_c, out_h, f"{where}: output")
+            if x.is_floating_point():
+                assert_same(grad_c, grad_h, f"{where}: input gradient")
+            pairs = zip(hand.parameters(), circuit.parameters(), strict=True)
+            for index, (h, c) in enumerate(pairs):
+                assert_same(c.grad, h.grad, f"{where}: gradient of parameter {index}")
+            assert_same_state(hand, circuit, f"{where}, after forward")
+            if mode == "train":
+                for optimiser in optimisers:
+                    optimiser.step()
+                assert_same_state(hand, circuit, f"{where}, after optimiser step")
+    hand.train()
+    circuit.train()
+
+
+@pytest.fixture
+def copy_state() -> Callable[[nn.Module, nn.Module], None]:
+    """``copy_state(source, target)``: parameters then buffers, one-to-one in order."""
+    return copy_state_impl
+
+
+@pytest.fixture
+def assert_trains_alike() -> Callable[..., None]:
+    """``assert_trains_alike(hand, circuit, inputs)``: see ``assert_trains_alike_impl``."""
+    return assert_trains_alike_impl
