@@ -102,7 +102,8 @@ def test_marker_class_instead_of_instance(marker: type) -> None:
     with pytest.raises(
         TypeError,
         match=re.escape(
-            f"position 1 is the class {name} itself, not a marker; call it with a name, e.g. {name}('name')."
+            f"position 1 is the class {name} itself, not a marker; "
+            f"call it with a name, e.g. {name}('name')."
         ),
     ):
         Circuit(lin(), marker)
@@ -187,7 +188,8 @@ def test_block_names_must_be_identifiers(name: str, suggestion: str) -> None:
 def test_block_names_must_not_shadow_module_attributes() -> None:
     with pytest.raises(
         ValueError,
-        match=r"the name 'forward' is an nn.Module attribute; rename the block, e.g. 'forward_block'",
+        match=r"the name 'forward' is an nn.Module attribute; "
+        r"rename the block, e.g. 'forward_block'",
     ):
         Circuit(StartBlock("forward"), lin(), EndBlock("forward"))
 
@@ -196,7 +198,8 @@ def test_start_block_reusing_an_open_block_name() -> None:
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "StartBlock('b', num_repeats=1) at position 2 reuses the name of the open block StartBlock('b', num_repeats=2) at position 0"
+            "StartBlock('b', num_repeats=1) at position 2 reuses the name of the open block "
+            "StartBlock('b', num_repeats=2) at position 0"
         ),
     ):
         Circuit(
@@ -212,7 +215,8 @@ def test_start_block_reusing_an_open_block_name() -> None:
 def test_sibling_blocks_need_distinct_names() -> None:
     with pytest.raises(
         ValueError,
-        match=r"at position 3 reuses the name of the block at position 0 in the same scope; .* e\.g\. 'b2'",
+        match=r"at position 3 reuses the name of the block at position 0 in the same scope; "
+        r".* e\.g\. 'b2'",
     ):
         Circuit(StartBlock("b"), lin(), EndBlock("b"), StartBlock("b"), lin(), EndBlock("b"))
 
@@ -290,7 +294,8 @@ def test_save_rebound_before_being_read_warns() -> None:
     with pytest.warns(
         UnusedSaveWarning,
         match=re.escape(
-            "SaveInput('x') at position 0 is never read: it is rebound by the SaveInput at position 2"
+            "SaveInput('x') at position 0 is never read: "
+            "it is rebound by the SaveInput at position 2"
         ),
     ):
         Circuit(SaveInput("x"), lin(), SaveInput("x"), lin(), GetInput("x"))
@@ -300,7 +305,8 @@ def test_save_falling_out_of_scope_warns() -> None:
     with pytest.warns(
         UnusedSaveWarning,
         match=re.escape(
-            "SaveInput('x') at position 1 is never read: it falls out of scope at EndBlock('b') at position 3"
+            "SaveInput('x') at position 1 is never read: "
+            "it falls out of scope at EndBlock('b') at position 3"
         ),
     ):
         Circuit(StartBlock("b", num_repeats=2), SaveInput("x"), lin(), EndBlock("b"))

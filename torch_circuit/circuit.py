@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from .block import Block, Scope
 from .plan import plan_circuit
@@ -86,7 +86,9 @@ class Circuit(Scope):
         show_repeats: bool = True,
         figsize: tuple[float, float] | None = None,
         color_map: Mapping[str, str] | None = None,
-        input_shape: Sequence[int] | None = None,
+        input_shape: Sequence[int] | Tensor | None = None,
+        max_column_height: float | None = None,
+        dpi: float = 150,
     ) -> Figure:
         """Draw the circuit as a diagram and return the matplotlib ``Figure``.
 
@@ -96,7 +98,11 @@ class Circuit(Scope):
                 ``False`` draws every repeat.
             figsize: the figure size in inches; by default it follows the content.
             color_map: colours by layer family, overriding the defaults.
-            input_shape: an input shape, to label every edge with its tensor shape.
+            input_shape: an input shape (or an example input tensor), to label every edge
+                with its tensor shape; computed on the meta device, without copying weights.
+            max_column_height: the tallest a column may grow, in inches, before the diagram
+                wraps into another column.
+            dpi: resolution of raster output (PNG) and of the inline notebook image.
 
         Example::
 
@@ -111,22 +117,34 @@ class Circuit(Scope):
             figsize=figsize,
             color_map=color_map,
             input_shape=input_shape,
+            max_column_height=max_column_height,
+            dpi=dpi,
         )
 
-    def summary(self, input_shape: Sequence[int] | None = None) -> str:
+    def summary(self, input_shape: Sequence[int] | Tensor | None = None) -> str:
         """A text table: a row per layer grouped by block and repeat, shapes and parameters."""
         from .summary import summary
 
         return summary(self, input_shape=input_shape)
 
-    def to_dot(self, show_repeats: bool = True) -> str:
-        """The diagram as Graphviz DOT source."""
+    def to_dot(
+        self, show_repeats: bool = True, *, input_shape: Sequence[int] | Tensor | None = None
+    ) -> str:
+        """The diagram as Graphviz DOT source (needs no Graphviz to produce)."""
         from .text_diagrams import to_dot
 
-        return to_dot(self, show_repeats=show_repeats)
+        return to_dot(self, show_repeats=show_repeats, input_shape=input_shape)
 
-    def to_mermaid(self, show_repeats: bool = True) -> str:
-        """The diagram as a Mermaid flowchart."""
+    def to_mermaid(
+        self, show_repeats: bool = True, *, input_shape: Sequence[int] | Tensor | None = None
+    ) -> str:
+        """The diagram as a Mermaid flowchart, for Markdown pages that render Mermaid."""
         from .text_diagrams import to_mermaid
 
-        return to_mermaid(self, show_repeats=show_repeats)
+        return to_mermaid(self, show_repeats=show_repeats, input_shape=input_shape)
+
+    def _repr_svg_(self) -> str:
+        """The folded diagram, so that a Circuit displays itself inline in Jupyter."""
+        from .render import notebook_svg
+
+        return notebook_svg(self)

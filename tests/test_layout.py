@@ -1,0 +1,561 @@
+"""The diagram layout as plain data: boxes, frames, lanes and edges obey the drawing rules."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from torch_circuit import Circuit, EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
+from torch_circuit.layout import (
+    GAP,
+    Box,
+    Edge,
+    Layout,
+    circuit_graph,
+    describe_layer,
+    layer_family,
+    layout_circuit,
+    text_width,
+)
+from torch_circuit.shapes import ShapeError, trace_shapes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_models() -> ModuleType:
+    """The models drawn in docs/images, from the script that draws them."""
+    spec = importlib.util.spec_from_file_location(
+        "make_diagrams", ROOT / "scripts/make_diagrams.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+models = load_models()
+EPS = 1e-9
+
+
+# --- The drawing rules, checked on any layout ---
+
+
+def interiors_overlap(a: Box, b: Box) -> bool:
+    return (
+        a.x < b.x + b.w - EPS
+        and b.x < a.x + a.w - EPS
+        and a.y < b.y + b.h - EPS
+        and b.y < a.y + a.h - EPS
+    )
+
+
+def segment_crosses_box(p: tuple[float, float], q: tuple[float, float], box: Box) -> bool:
+    """Whether an axis-aligned segment enters the open interior of ``box``."""
+    x0, x1 = sorted((p[0], q[0]))
+    y0, y1 = sorted((p[1], q[1]))
+    return (
+        x0 < box.x + box.w - EPS
+        and x1 > box.x + EPS
+        and y0 < box.y + box.h - EPS
+        and (y1 > box.y + EPS)
+    )
+
+
+def shared_length(a: tuple[Any, Any], b: tuple[Any, Any]) -> float:
+    """How long two axis-aligned segments run along each other (0 when they only cross)."""
+    (ax0, ay0), (ax1, ay1) = a
+    (bx0, by0), (bx1, by1) = b
+    if ax0 == ax1 == bx0 == bx1:
+        lo, hi = max(min(ay0, ay1), min(by0, by1)), min(max(ay0, ay1), max(by0, by1))
+        return max(0.0, hi - lo)
+    if ay0 == ay1 == by0 == by1:
+        lo, hi = max(min(ax0, ax1), min(bx0, bx1)), min(max(ax0, ax1), max(bx0, bx1))
+        return max(0.0, hi - lo)
+    return 0.0
+
+
+def contains(outer: Any, inner: Any) -> bool:
+    return (
+        outer.x <= inner.x + EPS
+        and outer.y <= inner.y + EPS
+        and inner.x + inner.w <= outer.x + outer.w + EPS
+        and inner.y + inner.h <= outer.y + outer.h + EPS
+    )
+
+
+def skip_span(edge: Edge, layout: Layout) -> tuple[float, float]:
+    ys = [layout.box(edge.source).cy, *(layout.box(t).cy for t in edge.targets)]
+    return min(ys), max(ys)
+
+
+def check_rules(layout: Layout) -> None:
+    boxes = layout.boxes
+    for a, b in itertools.combinations(boxes, 2):
+        assert not interiors_overlap(a, b), f"boxes {a.id} and {b.id} overlap"
+    for box in boxes:
+        assert box.x >= 0 and box.x + box.w <= layout.width + EPS, box
+        assert box.y >= 0 and box.y + box.h <= layout.height + EPS, box
+    frames = {frame.id: frame for frame in layout.frames}
+    for box in boxes:
+        for frame_id in layout.graph.node(box.id).frames:
+            assert contains(frames[frame_id], box), f"frame {frame_id} misses box {box.id}"
+    for frame in layout.frames:
+        if frame.parent is not None:
+            assert contains(frames[frame.parent], frame), f"{frame.id} pokes out of its parent"
+    skips = [edge for edge in layout.edges if edge.kind == "skip" and edge.paths]
+    for a, b in itertools.combinations(skips, 2):
+        if _same_column(a, b, layout) and _overlap(skip_span(a, layout), skip_span(b, layout)):
+            assert a.lane != b.lane, f"{a.id} and {b.id} overlap in one lane"
+    for edge in layout.edges:
+        ends = {edge.source, *edge.targets}
+        for p, q in edge.segments():
+            for box in boxes:
+                if box.id not in ends:
+                    assert not segment_crosses_box(p, q, box), f"{edge.id} crosses {box.id}"
+    for a, b in itertools.combinations(layout.edges, 2):
+        for s in a.segments():
+            for t in b.segments():
+                assert shared_length(s, t) < EPS, f"{a.id} and {b.id} share a segment"
+    for box in boxes:
+        if box.kind in ("layer", "input", "output"):
+            for line in box.lines:
+                assert text_width(line, 8) <= box.w, f"text {line!r} overflows {box.id}"
+
+
+def _same_column(a: Edge, b: Edge, layout: Layout) -> bool:
+    return layout.box(a.source).column == layout.box(b.source).column
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+# --- The committed diagrams ---
+
+
+@pytest.mark.parametrize("folded", [True, False])
+def test_quickstart_follows_the_rules(folded: bool) -> None:
+    layout = layout_circuit(models.quickstart(), show_repeats=folded, input_shape=(1, 3, 32, 32))
+    check_rules(layout)
+    labels = [frame.label for frame in layout.frames]
+    if folded:
+        assert labels == ["resnet ×3"]
+        assert len([b for b in layout.boxes if b.kind == "layer"]) == 6 + 6
+    else:
+        assert labels == ["resnet [1/3]", "resnet [2/3]", "resnet [3/3]"]
+        assert len([b for b in layout.boxes if b.kind == "layer"]) == 6 + 3 * 6
+
+
+def test_quickstart_folded_fits_one_column_and_labels_the_skip() -> None:
+    layout = layout_circuit(models.quickstart())
+    assert layout.columns == 1
+    (skip,) = [edge for edge in layout.edges if edge.kind == "skip"]
+    texts = [label.text for label in skip.labels]
+    assert texts == ["residual", "residual · add"]
+    assert skip.source == "resnet.0.4" and skip.targets == ("resnet.0.11",)
+
+
+def test_unet_nested_cat_skips_get_nested_lanes() -> None:
+    layout = layout_circuit(models.unet(), input_shape=(1, 3, 64, 64))
+    check_rules(layout)
+    skips = {edge.labels[0].text.split()[0]: edge for edge in layout.edges if edge.kind == "skip"}
+    assert sorted(skips) == ["enc1", "enc2", "enc3", "enc4"]
+    # enc4 is innermost; every outer skip runs in a lane further out.
+    assert [skips[name].lane for name in ("enc4", "enc3", "enc2", "enc1")] == [0, 1, 2, 3]
+    assert all(label.text.endswith("· cat") for e in skips.values() for label in e.labels[1:])
+
+
+def test_transformer_expanded_wraps_into_columns() -> None:
+    tokens = torch.zeros(1, 16, dtype=torch.long)
+    layout = layout_circuit(models.transformer(), show_repeats=False, input_shape=tokens)
+    check_rules(layout)
+    assert len(layout.frames) == 12
+    assert layout.columns > 1
+    # A skip name reused by both residuals of a layer is two skips, each with one reader.
+    skips = [edge for edge in layout.edges if edge.kind == "skip"]
+    assert len(skips) == 24 and all(len(edge.targets) == 1 for edge in skips)
+
+
+def test_200_layer_model_grows_into_columns_with_full_size_text() -> None:
+    model = models.deep_mlp()
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.BatchNorm1d | nn.ReLU)]
+    assert len(layers) == 200
+    layout = layout_circuit(model, show_repeats=False, input_shape=(8, 32))
+    check_rules(layout)
+    assert len([b for b in layout.boxes if b.kind == "layer"]) == 200
+    assert layout.columns >= 4
+    assert 0.5 < layout.width / layout.height < 2.0  # wrapped, not one endless column
+
+
+def test_user_column_height_is_respected_where_the_flow_allows() -> None:
+    layout = layout_circuit(models.deep_mlp(repeats=10), show_repeats=False, max_column_height=8)
+    check_rules(layout)
+    assert all(box.y + box.h <= 8 + 1.0 for box in layout.boxes)  # plus top and bottom room
+
+
+# --- Folding, nesting and labels ---
+
+
+def nested() -> Circuit:
+    return Circuit(
+        nn.Linear(4, 4),
+        SaveInput("outer"),
+        StartBlock("stage", num_repeats=2),
+        SaveInput("s"),
+        StartBlock("unit", num_repeats=3, share_weights=True),
+        SaveInput("u"),
+        nn.Linear(4, 4),
+        GetInput("u"),
+        GetInput("outer", op=torch.mul),
+        EndBlock("unit"),
+        GetInput("s"),
+        EndBlock("stage"),
+        nn.Linear(4, 2),
+    )
+
+
+@pytest.mark.parametrize("folded", [True, False])
+def test_nested_blocks_draw_nested_frames(folded: bool) -> None:
+    layout = layout_circuit(nested(), show_repeats=folded)
+    check_rules(layout)
+    frames = {frame.id: frame for frame in layout.frames}
+    if folded:
+        assert [f.label for f in layout.frames] == ["stage ×2", "unit ×3 · shared"]
+        assert frames["stage.0.unit"].parent == "stage"
+    else:
+        assert len(layout.frames) == 2 + 2 * 3
+        assert frames["stage.1.unit.2"].label == "unit [3/3] · shared"
+        assert frames["stage.1.unit.2"].parent == "stage.1"
+
+
+def test_outer_skip_read_in_every_repeat_branches_from_one_lane() -> None:
+    layout = layout_circuit(nested(), show_repeats=False)
+    (outer,) = [e for e in layout.edges if e.kind == "skip" and e.source == "1"]
+    assert len(outer.targets) == 6  # 2 stage repeats × 3 unit repeats
+    assert len(outer.paths) == 6
+    lane_x = outer.paths[0][1][0]
+    assert all(path[0][0] == lane_x for path in outer.paths[1:])
+    assert [label.text for label in outer.labels[1:]] == ["outer · mul"] * 6
+    # It passes outside every frame it runs beside.
+    assert all(lane_x > f.x + f.w for f in layout.frames)
+
+
+def gate(current: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+    return current * torch.sigmoid(saved)
+
+
+def test_skip_labels_name_the_op_and_draw_transforms_on_the_edge() -> None:
+    model = Circuit(
+        nn.Conv2d(3, 8, 3, padding=1),
+        SaveInput("a", transform=nn.Conv2d(8, 16, 1)),
+        SaveInput("b"),
+        SaveInput("c"),
+        nn.Conv2d(8, 16, 3, padding=1),
+        GetInput("a"),
+        GetInput("b", op=gate, transform=nn.Conv2d(8, 16, 1)),
+        GetInput("c", op=lambda x, y: x + y.mean()),
+    )
+    layout = layout_circuit(model, input_shape=(1, 3, 8, 8))
+    check_rules(layout)
+    edges = {e.source: e for e in layout.edges if e.kind == "skip"}
+    assert edges["1"].labels[1].text == "a · add"
+    assert edges["2"].labels[1].text == "b · gate"
+    assert edges["3"].labels[1].text == "c · lambda"
+    assert edges["1"].labels[0].text == "a (1, 16, 8, 8)"  # the saved value, transformed
+    for source, holder in (("1", "1"), ("2", "6")):
+        (mark,) = edges[source].marks
+        assert mark.text == "Conv2d 8→16, k1"
+        line_y = layout.box(holder).cy
+        assert mark.y < line_y < mark.y + mark.h  # centred on the edge's horizontal line
+        line = next(s for s in edges[source].segments() if s[0][1] == s[1][1] == line_y)
+        assert min(line[0][0], line[1][0]) <= mark.x and mark.x + mark.w <= max(
+            line[0][0], line[1][0]
+        )
+
+
+def test_crossing_skips_get_distinct_lanes() -> None:
+    model = Circuit(
+        SaveInput("a"),
+        nn.ReLU(),
+        SaveInput("b"),
+        nn.ReLU(),
+        GetInput("a"),
+        nn.ReLU(),
+        GetInput("b"),
+    )
+    layout = layout_circuit(model)
+    check_rules(layout)
+    lanes = sorted(e.lane for e in layout.edges if e.kind == "skip" and e.lane is not None)
+    assert lanes == [0, 1]
+
+
+def test_boxes_describe_layer_settings_and_parameters() -> None:
+    assert describe_layer(nn.Conv2d(3, 64, 3, stride=2, padding=1)) == "Conv2d 3→64, k3, s2, p1"
+    assert describe_layer(nn.Conv2d(3, 6, (3, 1), groups=3)) == "Conv2d 3→6, k3×1, g3"
+    assert describe_layer(nn.Linear(64, 10)) == "Linear 64→10"
+    assert describe_layer(nn.BatchNorm2d(64)) == "BatchNorm2d 64"
+    assert describe_layer(nn.LayerNorm(32)) == "LayerNorm 32"
+    assert describe_layer(nn.MaxPool2d(2)) == "MaxPool2d k2"
+    assert describe_layer(nn.AdaptiveAvgPool2d((1, 1))) == "AdaptiveAvgPool2d →1"
+    assert describe_layer(nn.Dropout(0.1)) == "Dropout p=0.1"
+    assert describe_layer(nn.MultiheadAttention(64, 4)) == "MultiheadAttention d64, 4 heads"
+    assert describe_layer(nn.Embedding(100, 8)) == "Embedding 100×8"
+    assert describe_layer(LambdaLayer(torch.flatten)) == "LambdaLayer flatten"
+    assert describe_layer(Circuit(nn.ReLU(), nn.ReLU())) == "Circuit 2 layers"
+    graph = circuit_graph(Circuit(nn.Linear(3, 4), nn.ReLU()))
+    assert graph.nodes[1].lines == ("Linear 3→4", "16 params")
+    assert graph.nodes[2].lines == ("ReLU",)
+
+
+@pytest.mark.parametrize(
+    ("module", "family"),
+    [
+        (nn.Conv1d(1, 1, 1), "conv"),
+        (nn.ConvTranspose2d(1, 1, 1), "conv"),
+        (nn.Linear(1, 1), "linear"),
+        (nn.BatchNorm1d(1), "norm"),
+        (nn.GroupNorm(1, 2), "norm"),
+        (nn.GELU(), "activation"),
+        (nn.Softmax(dim=1), "activation"),
+        (nn.AvgPool2d(2), "pooling"),
+        (nn.MultiheadAttention(4, 1), "attention"),
+        (nn.TransformerEncoderLayer(8, 2), "attention"),
+        (nn.Dropout2d(), "dropout"),
+        (nn.Flatten(), "other"),
+    ],
+)
+def test_layer_families(module: nn.Module, family: str) -> None:
+    assert layer_family(module) == family
+
+
+# --- Shapes on the edges ---
+
+
+def test_edge_shapes_match_a_real_forward() -> None:
+    model = models.quickstart()
+    seen: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        module.register_forward_hook(
+            lambda _m, _i, out, name=name: seen.__setitem__(name, tuple(out.shape))
+        )
+        for name, module in model.named_modules()
+        if name and not list(module.children())
+    ]
+    x = torch.randn(2, 3, 16, 16)
+    expected_output = tuple(model(x).shape)
+    for hook in hooks:
+        hook.remove()
+    layout = layout_circuit(model, show_repeats=False, input_shape=(2, 3, 16, 16))
+    graph = layout.graph
+    for previous, node in itertools.pairwise(graph.nodes):
+        if previous.kind == "layer":
+            assert node.in_shape == seen[previous.key], previous.key
+    assert graph.nodes[-1].in_shape == expected_output
+    shape_labels = [label.text for e in layout.edges for label in e.labels if label.kind == "shape"]
+    assert len(shape_labels) == len(graph.nodes) - 1  # every edge
+    into_output = next(e for e in layout.edges if e.targets == ("output",))
+    assert into_output.labels[0].text == "(2, 10)"
+    assert into_output.labels[0].y == pytest.approx(layout.box("output").y - GAP / 2)
+
+
+def test_folded_edge_leaving_a_block_carries_the_last_repeat_output() -> None:
+    model = Circuit(
+        StartBlock("grow", num_repeats=3),
+        SaveInput("x"),
+        nn.Linear(4, 4),
+        GetInput("x", op="cat"),  # doubles the features each repeat
+        EndBlock("grow"),
+        nn.Flatten(),
+    )
+    with pytest.raises(ShapeError):  # the second repeat's Linear expects 4, gets 8
+        layout_circuit(model, input_shape=(1, 4))
+    model = Circuit(
+        StartBlock("grow", num_repeats=3),
+        SaveInput("x"),
+        nn.ReLU(),
+        GetInput("x", op="cat"),
+        EndBlock("grow"),
+        nn.Flatten(),
+    )
+    graph = layout_circuit(model, input_shape=(1, 4)).graph
+    assert graph.node("5").in_shape == (1, 32)  # 4 → 8 → 16 → 32
+    assert graph.node("grow.0.2").in_shape == (1, 4)  # inside the frame: the first repeat
+
+
+def test_trace_shapes_copies_no_data_and_leaves_the_model_alone() -> None:
+    model = models.quickstart()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trace = trace_shapes(model, (1, 3, 32, 32))
+    assert trace.output == (1, 10)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert model.training
+
+
+def test_trace_falls_back_to_a_real_pass_for_data_dependent_layers() -> None:
+    model = Circuit(nn.Linear(4, 4), LambdaLayer(lambda x: x[:, : 2 + int((x * 0).sum().item())]))
+    model.train()
+    trace = trace_shapes(model, (3, 4))
+    assert trace.output == (3, 2)
+    assert model.training and all(m.training for m in model.modules())
+
+
+def test_an_input_the_model_cannot_take_names_the_layer() -> None:
+    with pytest.raises(
+        ShapeError,
+        match=r"position 0 \(Conv2d\) at the top level receives a "
+        r"tensor of shape \(1, 1, 32, 32\)",
+    ):
+        trace_shapes(models.quickstart(), (1, 1, 32, 32))
+    model = Circuit(
+        nn.Linear(4, 4),
+        StartBlock("stack", num_repeats=3),
+        nn.Linear(4, 8),
+        nn.Linear(8, 4),
+        EndBlock("stack"),
+        nn.Linear(8, 1),
+    )
+    with pytest.raises(ShapeError, match=r"position 5 \(Linear\) at the top level .*\(2, 4\)"):
+        trace_shapes(model, (2, 4))
+    model = Circuit(
+        StartBlock("grow", num_repeats=3), nn.Linear(4, 4), nn.Linear(4, 8), EndBlock("grow")
+    )
+    with pytest.raises(
+        ShapeError,
+        match=r"position 1 \(Linear\) in repeat 1 of 3 of block "
+        r"'grow' \(StartBlock at position 0\) receives a tensor of shape \(2, 8\)",
+    ):
+        trace_shapes(model, (2, 4))
+
+
+@pytest.mark.parametrize(
+    ("shape", "error", "message"),
+    [
+        ("1x3", TypeError, "sequence of ints"),
+        ((1, 0, 3), ValueError, "positive ints"),
+        ((), ValueError, "non-empty"),
+        ((1, 2.5), ValueError, "positive ints"),
+    ],
+)
+def test_malformed_input_shapes_are_rejected(shape: Any, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        trace_shapes(models.quickstart(), shape)
+
+
+# --- Random circuits keep the rules ---
+
+
+@st.composite
+def circuits(draw: st.DrawFn) -> Circuit:
+    counter = itertools.count()
+
+    def scope(depth: int, visible: list[str]) -> list[Any]:
+        items: list[Any] = []
+        local: list[str] = []
+        for _ in range(draw(st.integers(1, 5))):
+            kind = draw(
+                st.sampled_from(
+                    ["layer", "save", "read", "block"] if depth < 2 else ["layer", "save", "read"]
+                )
+            )
+            if kind == "layer":
+                items.append(nn.Linear(3, 3))
+            elif kind == "save":
+                name = f"s{next(counter)}"
+                items.append(SaveInput(name))
+                local.append(name)
+            elif kind == "read" and (local or visible):
+                name = draw(st.sampled_from(local + visible))
+                items.append(GetInput(name, op=draw(st.sampled_from(["add", "mul"]))))
+            elif kind == "block":
+                name = f"b{next(counter)}"
+                repeats = draw(st.integers(1, 3))
+                shared = draw(st.booleans())
+                body = scope(depth + 1, visible + local)
+                items += [StartBlock(name, repeats, shared), *body, EndBlock(name)]
+            else:
+                items.append(nn.ReLU())
+        return items
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Circuit(*scope(0, []))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=circuits(), folded=st.booleans(), height=st.sampled_from([None, 3.0]))
+def test_random_circuits_follow_the_rules(model: Circuit, folded: bool, height: float) -> None:
+    layout = layout_circuit(
+        model, show_repeats=folded, input_shape=(2, 3), max_column_height=height
+    )
+    check_rules(layout)
+    reads = [b for b in layout.boxes if b.kind == "merge"]
+    targets = [t for e in layout.edges if e.kind == "skip" for t in e.targets]
+    assert sorted(targets) == sorted(b.id for b in reads)  # every read is reached by its skip
+
+
+def test_the_rule_checker_catches_violations() -> None:
+    import dataclasses
+
+    layout = layout_circuit(models.unet())
+    first, second = layout.boxes[1], layout.boxes[2]
+    moved = dataclasses.replace(second, y=first.y + first.h / 2)
+    boxes = tuple(moved if box is second else box for box in layout.boxes)
+    with pytest.raises(AssertionError, match="overlap"):
+        check_rules(dataclasses.replace(layout, boxes=boxes))
+    skips = [edge for edge in layout.edges if edge.kind == "skip"]
+    same_lane = dataclasses.replace(skips[0], lane=skips[1].lane)
+    edges = tuple(same_lane if edge is skips[0] else edge for edge in layout.edges)
+    with pytest.raises(AssertionError, match="overlap in one lane"):
+        check_rules(dataclasses.replace(layout, edges=edges))
+    flow = next(edge for edge in layout.edges if edge.kind == "flow")
+    doubled = tuple([*layout.edges, dataclasses.replace(flow, id="copy")])
+    with pytest.raises(AssertionError, match="share a segment"):
+        check_rules(dataclasses.replace(layout, edges=doubled))
+    far = dataclasses.replace(
+        flow, id="far", source="x", targets=("y",), paths=(((0.0, 0.0), (layout.width, 5.0)),)
+    )
+    with pytest.raises(AssertionError):
+        check_rules(dataclasses.replace(layout, edges=(*layout.edges, far)))
+
+
+def test_overlong_text_is_cut_to_fit_the_widest_box() -> None:
+    def a_function_with_a_very_long_descriptive_name_that_goes_on_and_on(x: Any) -> Any:
+        return x
+
+    long_block = "a_block_whose_name_is_far_too_long_to_fit_in_any_reasonable_frame_label"
+    model = Circuit(
+        LambdaLayer(a_function_with_a_very_long_descriptive_name_that_goes_on_and_on),
+        StartBlock(long_block, num_repeats=2),
+        SaveInput("a_skip_name_that_is_also_much_longer_than_anyone_would_like_to_read"),
+        nn.ReLU(),
+        GetInput("a_skip_name_that_is_also_much_longer_than_anyone_would_like_to_read"),
+        EndBlock(long_block),
+    )
+    layout = layout_circuit(model)
+    check_rules(layout)
+    (box,) = [b for b in layout.boxes if b.kind == "layer" and b.id == "0"]
+    assert box.w == pytest.approx(3.6)
+    assert box.lines[0].startswith("LambdaLayer a_function") and box.lines[0].endswith("…")
+    texts = [label.text for e in layout.edges for label in e.labels] + [
+        label.text for label in layout.labels
+    ]
+    skip_name = "a_skip_name_that_is_also_much_longer_than_anyone_would_like_to_read"
+    save_text, read_text = [text for text in texts if text.startswith("a_skip")]
+    frame_text = next(text for text in texts if text.startswith("a_block"))
+    # The name is cut; what follows it (the op, the repeat count) is kept.
+    for text, tail in ((save_text, ""), (read_text, " · add"), (frame_text, " ×2")):
+        head = text.removesuffix("…" + tail)
+        assert head != text and len(head) > 10
+        assert (skip_name if text is not frame_text else long_block).startswith(head)

@@ -1,0 +1,445 @@
+"""Draw a ``Circuit``'s layout with matplotlib, and write it as PDF, PNG or SVG.
+
+The layout (``layout.py``) decides every position; this module only draws it. matplotlib is
+imported inside the functions, so ``import torch_circuit`` does not pay for it. Figures are
+created with ``matplotlib.figure.Figure`` (never ``pyplot``): nothing pops up, nothing is
+registered globally, and the returned figure still displays inline in a notebook.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor, nn
+
+from .layout import (
+    BOX_FONT,
+    COLOR_KEYS,
+    DEFAULT_COLORS,
+    DOT_R,
+    MERGE_R,
+    SMALL_FONT,
+    Box,
+    Edge,
+    Layout,
+    layout_circuit,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["DEFAULT_COLORS", "FORMATS", "draw_layout", "notebook_svg", "visualize"]
+
+FORMATS = {".pdf": "pdf", ".png": "png", ".svg": "svg"}
+"""File extensions ``visualize`` writes, and the format each selects."""
+
+EDGE_COLOR = "#4a4a4a"
+TEXT_COLOR = "#1a1a1a"
+MUTED_COLOR = "#5a5a5a"
+PNG_DPI = 150
+
+
+def visualize(
+    circuit: nn.Module,
+    save_path: str | os.PathLike[str] | None = None,
+    *,
+    show_repeats: bool = True,
+    figsize: tuple[float, float] | None = None,
+    color_map: Mapping[str, str] | None = None,
+    input_shape: Sequence[int] | Tensor | None = None,
+    max_column_height: float | None = None,
+    dpi: float = PNG_DPI,
+) -> Figure:
+    """Draw ``circuit`` as a diagram and return the matplotlib ``Figure``.
+
+    Args:
+        circuit: a ``Circuit``.
+        save_path: where to write the diagram; ``.pdf``, ``.png`` or ``.svg`` picks the
+            format. The file is written whole or not at all.
+        show_repeats: ``True`` draws each block once in a frame labelled ``name ×N``;
+            ``False`` draws every repeat in a frame labelled with its repeat.
+        figsize: the figure size in inches; by default the content's natural size, so
+            text keeps its size however large the model.
+        color_map: colours overriding ``DEFAULT_COLORS``, keyed by layer family
+            (``conv``, ``linear``, ``norm``, ``activation``, ``pooling``, ``attention``,
+            ``dropout``, ``other``), ``skip`` or ``io``.
+        input_shape: an input shape including the batch dimension (or an example tensor):
+            every edge is labelled with its tensor shape, computed on the ``meta`` device.
+        max_column_height: wrap a long diagram into columns no taller than this (inches).
+        dpi: the resolution of a PNG file, in dots per inch.
+
+    Example::
+
+        >>> fig = visualize(model, "architecture.pdf", input_shape=(1, 3, 32, 32))
+    """
+    colors = resolve_colors(color_map)
+    path = check_save_path(save_path)
+    check_figsize(figsize)
+    layout = layout_circuit(
+        circuit,
+        show_repeats=show_repeats,
+        input_shape=input_shape,
+        max_column_height=max_column_height,
+    )
+    figure = draw_layout(layout, figsize=figsize, colors=colors)
+    if path is not None:
+        save_figure(figure, path, dpi=dpi)
+    return figure
+
+
+def notebook_svg(circuit: nn.Module) -> str:
+    """The folded diagram of ``circuit`` as SVG text, for ``Circuit._repr_svg_`` in Jupyter."""
+    figure = draw_layout(layout_circuit(circuit), figsize=None, colors=resolve_colors(None))
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    return buffer.getvalue()
+
+
+# --- Checking the arguments before any work ---
+
+
+def resolve_colors(color_map: Mapping[str, str] | None) -> dict[str, str]:
+    """``DEFAULT_COLORS`` updated by ``color_map``, whose keys and colours are checked."""
+    from matplotlib.colors import is_color_like
+
+    colors = dict(DEFAULT_COLORS)
+    if color_map is None:
+        return colors
+    if not isinstance(color_map, Mapping):
+        raise TypeError(
+            f"color_map must be a mapping from layer family to colour, got "
+            f"{type(color_map).__name__}; e.g. color_map={{'conv': 'tab:blue'}}."
+        )
+    unknown = sorted(str(key) for key in color_map if key not in COLOR_KEYS)
+    if unknown:
+        raise ValueError(
+            f"color_map has unknown keys {unknown}; valid keys are {list(COLOR_KEYS)}. "
+            "Rename them, e.g. color_map={'conv': 'tab:blue'}."
+        )
+    for key, color in color_map.items():
+        if not is_color_like(color):
+            raise ValueError(
+                f"color_map[{key!r}] = {color!r} is not a matplotlib colour; use a name "
+                "('tab:blue'), a hex string ('#1f77b4') or an RGB tuple."
+            )
+    colors.update(color_map)
+    return colors
+
+
+def check_save_path(save_path: str | os.PathLike[str] | None) -> Path | None:
+    """The path to write, after checking its extension and that its folder is writable."""
+    if save_path is None:
+        return None
+    if not isinstance(save_path, str | os.PathLike):
+        raise TypeError(
+            f"save_path must be a file path such as 'architecture.pdf', got "
+            f"{save_path!r} ({type(save_path).__name__})."
+        )
+    path = Path(save_path).expanduser()
+    if path.suffix.lower() not in FORMATS:
+        raise ValueError(
+            f"save_path {str(path)!r} has the extension {path.suffix or '(none)'!r}, which "
+            f"visualize cannot write; use one of {sorted(FORMATS)}, e.g. "
+            f"{str(path.with_suffix('.pdf'))!r}."
+        )
+    folder = path.parent
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"save_path {str(path)!r} is a folder; give a file name inside it, e.g. "
+            f"{str(path / 'architecture.pdf')!r}."
+        )
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"cannot write {str(path)!r}: the folder {str(folder)!r} does not exist; "
+            "create it first or choose another save_path."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"cannot write {str(path)!r}: the folder {str(folder)!r} is not writable; "
+            "choose a save_path in a folder you can write to."
+        )
+    return path
+
+
+def check_figsize(figsize: tuple[float, float] | None) -> None:
+    if figsize is None:
+        return
+    valid = (
+        isinstance(figsize, tuple | list)
+        and len(figsize) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in figsize)
+    )
+    if not valid:
+        raise ValueError(
+            f"figsize must be (width, height) in inches, both positive, got {figsize!r}; "
+            "e.g. figsize=(8, 12), or leave it out to follow the content."
+        )
+
+
+def save_figure(figure: Figure, path: Path, *, dpi: float = PNG_DPI) -> None:
+    """Write ``figure`` to ``path`` whole or not at all: a temporary file, then a rename."""
+    fmt = FORMATS[path.suffix.lower()]
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # O_EXCL: never clobber another file; mode 0o666 lets the umask decide, as open() does.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:
+        raise PermissionError(
+            f"cannot write {str(path)!r}: {error.strerror}; choose a save_path in a folder "
+            "you can write to."
+        ) from error
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            figure.savefig(stream, format=fmt, dpi=dpi)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+# --- Drawing ---
+
+
+def draw_layout(
+    layout: Layout,
+    *,
+    figsize: tuple[float, float] | None = None,
+    colors: Mapping[str, str] | None = None,
+) -> Figure:
+    """A new ``Figure`` showing ``layout``; text is scaled with ``figsize`` when one is given."""
+    palette = dict(DEFAULT_COLORS if colors is None else colors)
+    width, height = max(layout.width, 0.5), max(layout.height, 0.5)
+    size = (width, height) if figsize is None else (float(figsize[0]), float(figsize[1]))
+    scale = min(size[0] / width, size[1] / height)
+    figure: Figure = _figure_class()(figsize=size)
+    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+    # Centre the content; keep inches square when figsize changes the aspect.
+    span_x, span_y = size[0] / scale, size[1] / scale
+    axes.set_xlim((width - span_x) / 2, (width + span_x) / 2)
+    axes.set_ylim((height + span_y) / 2, (height - span_y) / 2)
+    axes.set_axis_off()
+    _Painter(axes, palette, scale).paint(layout)
+    return figure
+
+
+@functools.cache
+def _figure_class() -> type[Figure]:
+    """``CircuitFigure``: a ``Figure`` that shows itself in a notebook without pyplot.
+
+    Created on first use so that importing this module does not import matplotlib.
+    """
+    from matplotlib.figure import Figure
+
+    class CircuitFigure(Figure):
+        """A circuit diagram; displays inline in Jupyter as PNG even if pyplot was never set
+        up (where the inline backend is active, its own formatter is used instead)."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100)
+            return buffer.getvalue()
+
+    CircuitFigure.__module__ = __name__
+    CircuitFigure.__qualname__ = "CircuitFigure"  # picklable, found via __getattr__ below
+    return CircuitFigure
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CircuitFigure":
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Painter:
+    def __init__(self, axes: Axes, colors: Mapping[str, str], scale: float) -> None:
+        self.axes = axes
+        self.colors = colors
+        self.scale = scale
+
+    def font(self, size: float) -> float:
+        return size * self.scale
+
+    def paint(self, layout: Layout) -> None:
+        for frame in sorted(layout.frames, key=lambda f: f.depth):
+            self.frame(frame.x, frame.y, frame.w, frame.h, frame.depth)
+        for edge in layout.edges:
+            self.edge(edge)
+        for box in layout.boxes:
+            self.box(box)
+        for label in layout.labels:
+            self.text(
+                label.x,
+                label.y,
+                label.text,
+                label.size,
+                label.ha,
+                label.va,
+                color=MUTED_COLOR,
+                weight="bold",
+            )
+
+    def frame(self, x: float, y: float, w: float, h: float, depth: int) -> None:
+        from matplotlib.patches import FancyBboxPatch
+
+        shade = max(0.88, 0.975 - 0.03 * (depth - 1))  # nested frames a little darker
+        self.axes.add_patch(
+            FancyBboxPatch(
+                (x, y),
+                w,
+                h,
+                boxstyle="round,pad=0,rounding_size=0.08",
+                facecolor=(shade, shade, min(1.0, shade + 0.01)),
+                edgecolor="#8c8c8c",
+                linewidth=0.8 * self.scale,
+                linestyle=(0, (4, 2)),
+                zorder=0,
+            )
+        )
+
+    def box(self, box: Box) -> None:
+        from matplotlib.patches import Circle, FancyBboxPatch
+
+        if box.kind == "save":
+            self.axes.add_patch(
+                Circle(
+                    (box.cx, box.cy),
+                    DOT_R,
+                    facecolor=self.colors["skip"],
+                    edgecolor="none",
+                    zorder=3,
+                )
+            )
+            return
+        if box.kind == "merge":
+            self.axes.add_patch(
+                Circle(
+                    (box.cx, box.cy),
+                    MERGE_R,
+                    facecolor="white",
+                    edgecolor=self.colors["skip"],
+                    linewidth=1.2 * self.scale,
+                    zorder=3,
+                )
+            )
+            symbol = box.lines[0]
+            self.text(
+                box.cx,
+                box.cy,
+                symbol,
+                9 if len(symbol) == 1 else 6,
+                "center",
+                "center",
+                color=self.colors["skip"],
+                weight="bold",
+            )
+            return
+        color = self.colors["io"] if box.kind in ("input", "output") else self.colors[box.family]
+        self.axes.add_patch(
+            FancyBboxPatch(
+                (box.x, box.y),
+                box.w,
+                box.h,
+                boxstyle="round,pad=0,rounding_size=0.06",
+                facecolor=color,
+                edgecolor="#555555",
+                linewidth=0.8 * self.scale,
+                zorder=2,
+            )
+        )
+        lines = box.lines
+        line_h = box.h / len(lines)
+        for index, line in enumerate(lines):
+            y = box.y + line_h * (index + 0.5)
+            first = index == 0
+            self.text(
+                box.cx,
+                y,
+                line,
+                BOX_FONT if first else SMALL_FONT,
+                "center",
+                "center",
+                color=TEXT_COLOR if first else MUTED_COLOR,
+                style="italic" if box.kind in ("input", "output") else "normal",
+            )
+
+    def edge(self, edge: Edge) -> None:
+        color = self.colors["skip"] if edge.kind == "skip" else EDGE_COLOR
+        width = (1.1 if edge.kind == "skip" else 0.9) * self.scale
+        for path in edge.paths:
+            xs = [point[0] for point in path]
+            ys = [point[1] for point in path]
+            self.axes.plot(
+                xs,
+                ys,
+                color=color,
+                linewidth=width,
+                zorder=1,
+                solid_capstyle="butt",
+                solid_joinstyle="miter",
+            )
+            self.arrow(path[-2], path[-1], color)
+        for mark in edge.marks:
+            from matplotlib.patches import FancyBboxPatch
+
+            self.axes.add_patch(
+                FancyBboxPatch(
+                    (mark.x, mark.y),
+                    mark.w,
+                    mark.h,
+                    boxstyle="round,pad=0,rounding_size=0.04",
+                    facecolor="white",
+                    edgecolor=color,
+                    linewidth=0.8 * self.scale,
+                    zorder=2,
+                )
+            )
+            self.text(
+                mark.x + mark.w / 2,
+                mark.y + mark.h / 2,
+                mark.text,
+                SMALL_FONT,
+                "center",
+                "center",
+                color=color,
+            )
+        for label in edge.labels:
+            self.text(
+                label.x,
+                label.y,
+                label.text,
+                label.size,
+                label.ha,
+                label.va,
+                color=color if edge.kind == "skip" else MUTED_COLOR,
+            )
+
+    def arrow(self, start: tuple[float, float], end: tuple[float, float], color: str) -> None:
+        from matplotlib.patches import FancyArrowPatch
+
+        self.axes.add_patch(
+            FancyArrowPatch(
+                start,
+                end,
+                arrowstyle="-|>",
+                mutation_scale=8 * self.scale,
+                color=color,
+                linewidth=0,
+                shrinkA=0,
+                shrinkB=0,
+                zorder=1.5,
+            )
+        )
+
+    def text(
+        self, x: float, y: float, text: str, size: float, ha: str, va: str, **style: Any
+    ) -> None:
+        self.axes.text(
+            x, y, text, fontsize=self.font(size), ha=ha, va=va, zorder=4, clip_on=False, **style
+        )

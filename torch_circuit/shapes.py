@@ -1,0 +1,224 @@
+"""Tensor shapes at every layer of a ``Circuit``, traced from an input shape without real data.
+
+``trace_shapes`` walks the declared structure (``circuit.nodes``) on a copy of the circuit whose
+parameters and buffers live on the ``meta`` device: the copy is built without copying any
+weight, and every call only computes shapes. A module the meta device cannot run is retried
+once on the real circuit in ``eval`` mode under ``no_grad`` (training flags restored after).
+An input the circuit cannot take raises ``ShapeError`` naming the layer where shapes stop
+fitting.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .plan import BlockNode, LayerNode, Node, ReadNode, SaveNode
+
+__all__ = ["ShapeError", "ShapeTrace", "as_example_input", "occurrence_path", "trace_shapes"]
+
+Shape = tuple[int, ...]
+
+
+class ShapeError(ValueError):
+    """An input shape that the circuit cannot take; the message names the failing layer."""
+
+
+@dataclass
+class ShapeTrace:
+    """Shapes seen while running the circuit once, keyed by occurrence path.
+
+    An occurrence path names one run of a node: ``"3"`` at the top level, ``"stage.1.5"`` for
+    position 5 in repeat 1 of block ``stage`` (nested: ``"outer.0.inner.2.7"``); a block's own
+    path (``"stage"``) holds the output of its last repeat.
+    """
+
+    input: Shape
+    outputs: dict[str, Shape] = field(default_factory=dict)
+    saved: dict[str, Shape] = field(default_factory=dict)
+    itemsize: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def output(self) -> Shape:
+        """The shape the circuit returns."""
+        return self.outputs.get("output", self.input)
+
+
+def occurrence_path(prefix: str, node: Node) -> str:
+    """The path of ``node`` in the scope whose occurrence prefix is ``prefix``."""
+    return f"{prefix}{node.key}"
+
+
+def as_example_input(input_shape: Sequence[int] | Tensor) -> Tensor:
+    """A ``meta`` tensor for ``input_shape`` (a tensor's own shape and dtype are kept)."""
+    if isinstance(input_shape, Tensor):
+        return torch.empty_like(input_shape, device="meta")
+    if isinstance(input_shape, str | bytes) or not isinstance(input_shape, Sequence):
+        raise TypeError(
+            f"input_shape must be a sequence of ints such as (1, 3, 32, 32) or an example "
+            f"tensor, got {input_shape!r} ({type(input_shape).__name__})."
+        )
+    dims = tuple(input_shape)
+    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise ValueError(
+            f"input_shape must be a non-empty sequence of positive ints such as "
+            f"(1, 3, 32, 32), including the batch dimension; got {input_shape!r}."
+        )
+    return torch.empty(dims, device="meta")
+
+
+def trace_shapes(circuit: nn.Module, input_shape: Sequence[int] | Tensor) -> ShapeTrace:
+    """Run ``circuit`` on ``input_shape`` for shapes only and return every layer's output shape.
+
+    Args:
+        circuit: a ``Circuit``.
+        input_shape: the input's shape including the batch dimension, or an example tensor
+            (whose shape and dtype are used, e.g. a ``LongTensor`` of token ids).
+
+    Raises:
+        ShapeError: naming the layer (position, class, block and repeat) whose input does not
+            fit, with the shape it received.
+
+    Example::
+
+        >>> trace_shapes(model, (1, 3, 32, 32)).output
+        (1, 10)
+    """
+    example = as_example_input(input_shape)
+    meta = _meta_copy(circuit)
+    try:
+        return _Tracer(meta, tuple(example.shape)).run(example)
+    except _LayerError as meta_failure:
+        # Some modules cannot run on meta (data-dependent code); a real no-grad pass decides.
+        real_input = (
+            input_shape
+            if isinstance(input_shape, Tensor)
+            else torch.zeros(example.shape, dtype=example.dtype)
+        )
+        try:
+            with _eval_mode(circuit), torch.no_grad():
+                return _Tracer(circuit, tuple(example.shape)).run(real_input)
+        except _LayerError as failure:
+            raise ShapeError(failure.message(example.shape)) from failure.error
+        except Exception:
+            raise ShapeError(meta_failure.message(example.shape)) from meta_failure.error
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose parameters and buffers are empty ``meta`` tensors."""
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        meta = torch.empty_like(tensor, device="meta")
+        if isinstance(tensor, nn.Parameter):
+            meta = nn.Parameter(meta, requires_grad=tensor.requires_grad)
+        memo[id(tensor)] = meta
+    return copy.deepcopy(module, memo)
+
+
+class _eval_mode:  # noqa: N801 - used like a function, as a context manager
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.flags: list[tuple[nn.Module, bool]] = []
+
+    def __enter__(self) -> None:
+        self.flags = [(m, m.training) for m in self.module.modules()]
+        self.module.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        for module, training in self.flags:
+            module.training = training
+
+
+class _LayerError(Exception):
+    """A layer raised; carries where, what it received, and the original error."""
+
+    def __init__(self, where: str, received: Shape, error: Exception) -> None:
+        super().__init__(where)
+        self.where = where
+        self.received = received
+        self.error = error
+
+    def message(self, input_shape: Sequence[int]) -> str:
+        first_line = str(self.error).strip().splitlines()[0] if str(self.error).strip() else ""
+        reason = f"{type(self.error).__name__}: {first_line}" if first_line else repr(self.error)
+        return (
+            f"input_shape {tuple(input_shape)} does not fit the circuit: {self.where} receives "
+            f"a tensor of shape {self.received} and fails with {reason}. Shapes fit up to "
+            "that layer; check input_shape, or the settings of that layer and the one before."
+        )
+
+
+class _Tracer:
+    """Walks ``circuit.nodes`` like ``forward`` does, recording shapes by occurrence path."""
+
+    def __init__(self, circuit: nn.Module, input_shape: Shape) -> None:
+        self.circuit = circuit
+        self.trace = ShapeTrace(input_shape)
+        self.saved: dict[int, Tensor] = {}
+
+    def run(self, x: Tensor) -> ShapeTrace:
+        nodes: tuple[Node, ...] = self.circuit.nodes  # type: ignore[assignment]
+        x = self.scope(nodes, "", "", x, "")
+        self.record("output", x)
+        return self.trace
+
+    def record(self, path: str, x: Any) -> None:
+        if isinstance(x, Tensor):
+            self.trace.outputs[path] = tuple(x.shape)
+            self.trace.itemsize[path] = x.element_size()
+
+    def scope(
+        self, nodes: tuple[Node, ...], prefix: str, module_prefix: str, x: Any, where: str
+    ) -> Any:
+        for node in nodes:
+            path = occurrence_path(prefix, node)
+            if isinstance(node, BlockNode):
+                x = self.block(node, path, f"{module_prefix}{node.key}", x, where)
+                continue
+            module = self.circuit.get_submodule(f"{module_prefix}{node.key}")
+            try:
+                x = self.step(node, module, path, x)
+            except Exception as error:
+                received = tuple(x.shape) if isinstance(x, Tensor) else ()
+                place = f"{where}" if where else " at the top level"
+                described = _describe_node(node, module)
+                raise _LayerError(f"{described}{place}", received, error) from error
+            self.record(path, x)
+        return x
+
+    def step(self, node: Node, module: nn.Module, path: str, x: Any) -> Any:
+        if isinstance(node, LayerNode):
+            return module(x)
+        if isinstance(node, SaveNode):
+            captured = module.capture(x)  # type: ignore[operator]
+            self.saved[node.position] = captured
+            self.trace.saved[path] = tuple(captured.shape)
+            return x
+        if isinstance(node, ReadNode):
+            return module.combine(x, self.saved[node.source])  # type: ignore[operator]
+        raise TypeError(f"unexpected node {node!r}")  # pragma: no cover - BlockNode handled
+
+    def block(self, node: BlockNode, path: str, module_path: str, x: Any, where: str) -> Any:
+        for repeat in range(node.num_repeats):
+            module_repeat = 0 if node.share_weights else repeat
+            inner = (
+                f" in repeat {repeat} of {node.num_repeats} of block {node.name!r}"
+                f" (StartBlock at position {node.position}){where}"
+            )
+            x = self.scope(
+                node.body, f"{path}.{repeat}.", f"{module_path}.{module_repeat}.", x, inner
+            )
+        self.record(path, x)
+        return x
+
+
+def _describe_node(node: Node, module: nn.Module) -> str:
+    if isinstance(node, SaveNode | ReadNode):
+        return f"{module!r} at position {node.position}"
+    return f"the layer at position {node.position} ({type(module).__name__})"
