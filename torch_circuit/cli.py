@@ -1,0 +1,250 @@
+"""The ``torch-circuit`` console command: draw or summarise a model without writing a script.
+
+``MODULE:FACTORY`` names a function that takes no arguments and returns a ``Circuit``.
+``MODULE`` is a dotted module name importable from the current folder
+(``mypkg.models``) or a path to a Python file (``examples/resnet_mnist.py``), which is run
+like a script: its folder goes first on ``sys.path``.
+
+Example::
+
+    $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.pdf
+    $ torch-circuit draw mypkg.models:make_unet -o unet.png --expanded
+    $ torch-circuit summary examples/resnet_mnist.py:build_circuit --input-shape 1,1,8,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+
+from .circuit import Circuit
+
+__all__ = ["CommandError", "load_circuit", "main"]
+
+DIAGRAM_SUFFIXES = (".pdf", ".png", ".svg")
+
+
+class CommandError(Exception):
+    """An expected mistake on the command line: reported in one line, without a traceback."""
+
+
+def load_circuit(spec: str) -> Circuit:
+    """Import ``MODULE:FACTORY``, call the factory with no arguments and return its ``Circuit``.
+
+    Args:
+        spec: ``module.name:factory`` or ``path/to/file.py:factory``. An attribute that is
+            already a ``Circuit`` is returned as it is.
+
+    Raises:
+        CommandError: the spec is malformed, the module does not import, the factory is
+            missing or fails, or it returns something other than a ``Circuit``.
+
+    Example::
+
+        >>> model = load_circuit("examples/resnet_mnist.py:build_circuit")
+    """
+    module_name, sep, factory_name = spec.rpartition(":")
+    if not sep or not module_name or not factory_name.isidentifier():
+        raise CommandError(
+            f"expected MODULE:FACTORY, got {spec!r}; for example "
+            "examples/resnet_mnist.py:build_circuit or mypkg.models:make_model."
+        )
+    module = _import(module_name)
+    factory = getattr(module, factory_name, None)
+    if factory is None:
+        found = sorted(
+            name
+            for name, value in vars(module).items()
+            if callable(value) and not name.startswith("_") and not isinstance(value, type)
+        )
+        raise CommandError(
+            f"{module_name} has no {factory_name!r}; functions there: {found}. "
+            "Name a function that returns a Circuit."
+        )
+    if isinstance(factory, Circuit):
+        return factory
+    if not callable(factory):
+        raise CommandError(
+            f"{spec} is a {type(factory).__name__}, not a function; name a function that "
+            "returns a Circuit."
+        )
+    try:
+        model = factory()
+    except Exception as error:  # the user's factory failed: report it in one line
+        raise CommandError(
+            f"calling {spec}() failed with {type(error).__name__}: {error}. The factory must "
+            "build the model with no arguments."
+        ) from error
+    if not isinstance(model, Circuit):
+        raise CommandError(
+            f"{spec}() returned a {type(model).__name__}, not a torch_circuit.Circuit; "
+            "torch-circuit can only draw and summarise Circuits."
+        )
+    return model
+
+
+def _import(module_name: str) -> ModuleType:
+    """Import a dotted module name from the current folder, or a ``.py`` file by path."""
+    is_path = module_name.endswith(".py") or "/" in module_name or "\\" in module_name
+    try:
+        if is_path:
+            return _import_file(Path(module_name))
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))  # like `python -m`: the current folder
+        return importlib.import_module(module_name)
+    except CommandError:
+        raise
+    except ImportError as error:
+        hint = ""
+        as_file = Path(*module_name.split(".")).with_suffix(".py")
+        if not is_path and as_file.is_file():
+            hint = (
+                f" To load {as_file} as a script, with the modules beside it importable, "
+                f"name the file: {as_file.as_posix()}:FACTORY."
+            )
+        raise CommandError(f"cannot import {module_name!r}: {error}.{hint}") from error
+    except Exception as error:  # the module itself raised while importing
+        raise CommandError(
+            f"importing {module_name!r} failed with {type(error).__name__}: {error}."
+        ) from error
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise CommandError(f"no such Python file: {str(path)!r}.")
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # as `python path/to/file.py` would: its neighbours import
+    name = f"_torch_circuit_cli_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise CommandError(f"cannot load {str(path)!r} as a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,32,32"`` (or ``"1x3x32x32"``) -> ``(1, 3, 32, 32)``."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        shape = tuple(int(part) for part in parts)
+    except ValueError:
+        shape = ()
+    if not shape or any(size <= 0 for size in shape):
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, like 1,3,32,32; got {text!r}"
+        )
+    return shape
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``torch-circuit`` and its ``draw`` and ``summary`` commands."""
+    parser = argparse.ArgumentParser(
+        prog="torch-circuit",
+        description="Draw or summarise a Circuit returned by a factory function.",
+        epilog="MODULE:FACTORY is a dotted module or a .py file, then the name of a function "
+        "that takes no arguments and returns a Circuit.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    draw = commands.add_parser("draw", help="save the architecture diagram (PDF, PNG or SVG)")
+    draw.add_argument("factory", metavar="MODULE:FACTORY")
+    draw.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="where to save; the extension picks .pdf, .png or .svg",
+    )
+    draw.add_argument(
+        "--expanded",
+        action="store_true",
+        help="draw every repeat of every block instead of one frame labelled ×N",
+    )
+    draw.add_argument(
+        "--input-shape",
+        type=parse_shape,
+        metavar="SHAPE",
+        help="label every edge with its tensor shape, e.g. 1,3,32,32",
+    )
+
+    summary = commands.add_parser("summary", help="print a table of layers, shapes, parameters")
+    summary.add_argument("factory", metavar="MODULE:FACTORY")
+    summary.add_argument(
+        "--input-shape",
+        type=parse_shape,
+        metavar="SHAPE",
+        help="an input shape such as 1,3,32,32, to show each layer's output",
+    )
+    return parser
+
+
+def run_draw(
+    model: Circuit, output: Path, expanded: bool, input_shape: Sequence[int] | None
+) -> str:
+    """Save the diagram to ``output``; return the line to print."""
+    if output.suffix.lower() not in DIAGRAM_SUFFIXES:
+        raise CommandError(
+            f"cannot tell the format of {str(output)!r}: end the file name in "
+            f"{', '.join(DIAGRAM_SUFFIXES)}."
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with _shape_errors(input_shape):
+        figure = model.visualize(
+            save_path=str(output), show_repeats=not expanded, input_shape=input_shape
+        )
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return f"saved {output}"
+
+
+def run_summary(model: Circuit, input_shape: Sequence[int] | None) -> str:
+    """The model's summary table."""
+    with _shape_errors(input_shape):
+        return model.summary(input_shape=input_shape)
+
+
+@contextlib.contextmanager
+def _shape_errors(input_shape: Sequence[int] | None) -> Iterator[None]:
+    """Report a forward pass that fails on ``--input-shape`` (most likely the wrong shape)."""
+    try:
+        yield
+    except (RuntimeError, ValueError, TypeError) as error:
+        if input_shape is None:
+            raise
+        lines = str(error).splitlines() or [type(error).__name__]
+        raise CommandError(
+            f"--input-shape {','.join(map(str, input_shape))}: {lines[0]}"
+        ) from error
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``torch-circuit``; return the exit status (0 on success, 1 on an expected mistake).
+
+    Argument errors exit with status 2 through ``argparse``.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        model = load_circuit(args.factory)
+        if args.command == "draw":
+            print(run_draw(model, args.output, args.expanded, args.input_shape))
+        else:
+            print(run_summary(model, args.input_shape))
+    except CommandError as error:
+        print(f"torch-circuit: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
