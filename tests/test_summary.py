@@ -149,6 +149,7 @@ def test_format_bytes() -> None:
     assert format_bytes(3 * 2**30) == "3.00 GiB"
 
 
-def test_docs_show_the_current_quick_start_summary() -> None:
-    doc = (ROOT / "docs" / "visualization.md").read_text(encoding="utf-8")
-    assert summary(models.quickstart(), (1, 3, 32, 32)) + "\n" in doc
+@pytest.mark.parametrize("doc", ["README.md", "docs/visualization.md"])
+def test_docs_show_the_current_quick_start_summary(doc: str) -> None:
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    assert summary(models.quickstart(), (1, 3, 32, 32)) + "\n" in text
