@@ -180,18 +180,35 @@ def test_names_must_not_be_empty(marker: type) -> None:
 def test_block_names_must_be_identifiers(name: str, suggestion: str) -> None:
     with pytest.raises(
         ValueError,
-        match=rf"must be Python identifiers not starting with '_'; use e\.g\. '{suggestion}'",
+        match=rf"must be Python identifiers, not keywords, not starting with '_'; "
+        rf"use e\.g\. '{suggestion}'",
     ):
         Circuit(StartBlock(name), lin(), EndBlock(name))
 
 
-def test_block_names_must_not_shadow_module_attributes() -> None:
+@pytest.mark.parametrize("name", ["forward", "training", "summary", "nodes", "compile"])
+def test_block_names_must_not_shadow_module_attributes(name: str) -> None:
     with pytest.raises(
         ValueError,
-        match=r"the name 'forward' is an nn.Module attribute; "
-        r"rename the block, e.g. 'forward_block'",
+        match=rf"at position 0: the name '{name}' is taken by a module attribute "
+        rf"\(model\.{name}\); rename the block, e.g. '{name}_block'",
     ):
-        Circuit(StartBlock("forward"), lin(), EndBlock("forward"))
+        Circuit(StartBlock(name), lin(), EndBlock(name))
+
+
+def test_block_names_must_not_shadow_attributes_of_a_repeat() -> None:
+    with pytest.raises(ValueError, match=r"at position 1: the name 'nodes' is taken"):
+        Circuit(
+            StartBlock("outer"), StartBlock("nodes"), lin(), EndBlock("nodes"), EndBlock("outer")
+        )
+
+
+@pytest.mark.parametrize(("name", "suggestion"), [("class", "block_class"), ("None", "block_None")])
+def test_block_names_must_not_be_keywords(name: str, suggestion: str) -> None:
+    with pytest.raises(
+        ValueError, match=rf"not keywords, not starting with '_'; use e\.g\. '{suggestion}'"
+    ):
+        Circuit(StartBlock(name), lin(), EndBlock(name))
 
 
 def test_start_block_reusing_an_open_block_name() -> None:

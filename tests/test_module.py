@@ -139,7 +139,8 @@ def test_nested_blocks_expand_every_level() -> None:
     )
     model(torch.zeros(1))
     assert len(calls) == 12
-    assert model.get_submodule("outer.2.inner.3.2") is not None
+    counters = {model.get_submodule(f"outer.{o}.inner.{i}.2") for o in range(3) for i in range(4)}
+    assert len(counters) == 12  # every (outer, inner) repeat has a counter of its own
 
 
 def test_transforms_and_module_ops_are_trained_submodules_copied_per_repeat() -> None:

@@ -92,6 +92,10 @@ class Block(nn.Module):
     def __len__(self) -> int:
         return len(self._order)
 
+    def __iter__(self) -> Iterator[Repeat]:
+        """The module of each repeat in turn (the one shared module N times if tied)."""
+        return (self[index] for index in range(len(self)))
+
     def __getitem__(self, index: int) -> Repeat:
         """The module that runs repeat ``index`` (the single shared one if weights are tied)."""
         return self._modules[self._order[index]]  # type: ignore[return-value]

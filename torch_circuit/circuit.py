@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from .block import Block, Scope
+from .block import Block, Repeat, Scope
 from .plan import plan_circuit
 from .program import run
 
@@ -46,7 +46,7 @@ class Circuit(Scope):
     """
 
     def __init__(self, *layers: Any) -> None:
-        plan = plan_circuit(layers)
+        plan = plan_circuit(layers, reserved=_reserved_names(type(self)))
         super().__init__()
         self._build(plan)
 
@@ -56,26 +56,29 @@ class Circuit(Scope):
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """Compile in place, one repeated block body at a time (regional compilation).
 
-        Each distinct repeat of every top-level block with ``num_repeats > 1`` is compiled
-        with ``torch.compile(*args, **kwargs)``; repeats of one block share their compiled
-        code, so compile time stays flat as ``num_repeats`` grows. The rest runs eagerly; a
-        nested ``Circuit`` compiles its own blocks the same way. A circuit without repeated
-        blocks is compiled whole, like any module.
+        If the circuit has top-level blocks with ``num_repeats > 1``, each of their repeats
+        is compiled with ``torch.compile(*args, **kwargs)``; repeats of one block share their
+        compiled code, so compile time stays flat as ``num_repeats`` grows. Other top-level
+        layers then run eagerly, and a nested ``Circuit`` among them compiles itself by the
+        same rule. A circuit without repeated top-level blocks is compiled whole, like any
+        module.
 
         Use ``torch.compile(model)`` instead to compile the whole model as one graph.
         """
-        regions = list(self._compile_regions())
-        if not regions:
+        repeated = [
+            module
+            for module in self._modules.values()
+            if isinstance(module, Block) and module.num_repeats > 1
+        ]
+        if not repeated:
             super().compile(*args, **kwargs)
-        for region in regions:
-            region.compile(*args, **kwargs)
-
-    def _compile_regions(self) -> Iterator[nn.Module]:
+            return
+        for block in repeated:
+            for repeat in dict.fromkeys(block):  # a shared repeat is compiled once
+                repeat.compile(*args, **kwargs)
         for module in self._modules.values():
-            if isinstance(module, Block) and module.num_repeats > 1:
-                yield from dict.fromkeys(module._modules.values())  # type: ignore[misc]
-            elif isinstance(module, Circuit):
-                yield module
+            if isinstance(module, Circuit):
+                module.compile(*args, **kwargs)
 
     # Drawing and summaries live in their own modules; matplotlib is imported only there.
 
@@ -148,3 +151,8 @@ class Circuit(Scope):
         from .render import notebook_svg
 
         return notebook_svg(self)
+
+
+def _reserved_names(circuit_class: type[Circuit]) -> frozenset[str]:
+    """Names a block cannot take: attributes of the modules that hold blocks (``summary``)."""
+    return frozenset(dir(circuit_class)) | frozenset(dir(Repeat)) | frozenset(vars(nn.Module()))

@@ -8,8 +8,9 @@ construction leaves the user's objects untouched.
 
 from __future__ import annotations
 
+import keyword
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,13 +110,15 @@ class BlockPlan:
     body: ScopePlan
 
 
-def plan_circuit(layers: Sequence[Any]) -> ScopePlan:
+def plan_circuit(layers: Sequence[Any], reserved: Collection[str] = ()) -> ScopePlan:
     """Validate ``layers`` and compile them into the plan of the top-level scope.
+
+    ``reserved`` are names a block may not take: attributes of the modules that hold blocks.
 
     Raises ``TypeError``/``ValueError`` naming the offending item, its position and the fix;
     emits ``UnusedSaveWarning`` only once the whole list is known to be valid.
     """
-    tree = _parse(layers)
+    tree = _parse(layers, frozenset(reserved))
     unused: list[str] = []
     plan, _ = _Resolver(unused).scope(tree, parent=None, block=None)
     for message in unused:
@@ -134,14 +137,14 @@ class _RawBlock:
     end: int = -1
 
 
-def _parse(layers: Sequence[Any]) -> list[tuple[int, Any]]:
+def _parse(layers: Sequence[Any], reserved: frozenset[str]) -> list[tuple[int, Any]]:
     top: list[tuple[int, Any]] = []
     open_blocks: list[_RawBlock] = []
     sibling_names: list[dict[str, int]] = [{}]
     for position, item in enumerate(layers):
         body = open_blocks[-1].body if open_blocks else top
         if isinstance(item, StartBlock):
-            _check_start(item, position, open_blocks, sibling_names[-1])
+            _check_start(item, position, open_blocks, sibling_names[-1], reserved)
             block = _RawBlock(position, item)
             body.append((position, block))
             open_blocks.append(block)
@@ -233,20 +236,24 @@ def _check_op(marker: GetInput, position: int) -> None:
 
 
 def _check_start(
-    marker: StartBlock, position: int, open_blocks: list[_RawBlock], siblings: dict[str, int]
+    marker: StartBlock,
+    position: int,
+    open_blocks: list[_RawBlock],
+    siblings: dict[str, int],
+    reserved: frozenset[str],
 ) -> None:
     _check_name(marker, position)
     name = marker.name
-    if not name.isidentifier() or name.startswith("_"):
+    if not name.isidentifier() or name.startswith("_") or keyword.iskeyword(name):
         raise ValueError(
             f"{marker!r} at position {position}: block names key the state_dict and "
-            "must be Python identifiers not starting with '_'; use e.g. "
+            "must be Python identifiers, not keywords, not starting with '_'; use e.g. "
             f"{_identifier_like(name)!r}."
         )
-    if hasattr(nn.Module, name):
+    if name in reserved or hasattr(nn.Module, name):
         raise ValueError(
-            f"{marker!r} at position {position}: the name {name!r} is an nn.Module "
-            f"attribute; rename the block, e.g. {name + '_block'!r}."
+            f"{marker!r} at position {position}: the name {name!r} is taken by a module "
+            f"attribute (model.{name}); rename the block, e.g. {name + '_block'!r}."
         )
     repeats = marker.num_repeats
     if isinstance(repeats, bool) or not isinstance(repeats, int):
@@ -283,7 +290,7 @@ def _check_start(
 
 def _identifier_like(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_")
-    if not cleaned or cleaned[0].isdigit():
+    if not cleaned or cleaned[0].isdigit() or keyword.iskeyword(cleaned):
         cleaned = "block_" + cleaned
     return cleaned
 
