@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import warnings
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+from _diagrams import models
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -29,21 +27,6 @@ from torch_circuit.layout import (
 )
 from torch_circuit.shapes import ShapeError, trace_shapes
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_models() -> ModuleType:
-    """The models drawn in docs/images, from the script that draws them."""
-    spec = importlib.util.spec_from_file_location(
-        "make_diagrams", ROOT / "scripts/make_diagrams.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-models = load_models()
 EPS = 1e-9
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+from _diagrams import ROOT, models
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
@@ -21,21 +20,6 @@ from torch_circuit import Circuit
 from torch_circuit.layout import layout_circuit
 from torch_circuit.render import FORMATS, draw_layout, notebook_svg, visualize
 from torch_circuit.shapes import ShapeError
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_models() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "make_diagrams", ROOT / "scripts/make_diagrams.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-models = load_models()
 
 MAGIC = {".pdf": b"%PDF", ".png": b"\x89PNG", ".svg": b"<?xml"}
 

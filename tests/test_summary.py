@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
+from _diagrams import ROOT, check_golden, models
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
 from torch_circuit.shapes import ShapeError
 from torch_circuit.summary import format_bytes, summary
-
-ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = Path(__file__).resolve().parent / "golden"
-
-
-def load_models() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "make_diagrams", ROOT / "scripts/make_diagrams.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-models = load_models()
-
-
-def check_golden(name: str, text: str) -> None:
-    """Compare ``text`` with ``tests/golden/<name>``; ``UPDATE_GOLDEN=1`` rewrites the file."""
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"{path} is missing; run UPDATE_GOLDEN=1 pytest {__file__}"
-    assert text == path.read_text(encoding="utf-8")
 
 
 def total_line(text: str, label: str) -> int:
