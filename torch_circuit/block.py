@@ -69,7 +69,7 @@ class Block(nn.Module):
         if not node.share_weights:
             for index in range(1, node.num_repeats):
                 self.add_module(str(index), fresh_copy(first))
-        self._order = tuple(str(0 if node.share_weights else i) for i in range(node.num_repeats))
+        self._order = tuple(node.repeat_key(i) for i in range(node.num_repeats))
         self._node = node
 
     @property

@@ -142,7 +142,7 @@ class _BlockInfo:
     body: _ScopeInfo
 
     def repeat_key(self, index: int) -> str:
-        return "0" if self.node.share_weights else str(index)
+        return self.node.repeat_key(index)
 
 
 def _slots_read(step: Step) -> tuple[int, ...]:

@@ -405,7 +405,7 @@ class _GraphBuilder:
     def block(self, node: BlockNode, path: str, module_path: str, frames: tuple[str, ...]) -> None:
         repeats = [0] if self.folded else list(range(node.num_repeats))
         for repeat in repeats:
-            module_repeat = 0 if node.share_weights else repeat
+            module_repeat = node.repeat_key(repeat)
             frame_id = path if self.folded else f"{path}.{repeat}"
             self.frames.append(
                 GraphFrame(

@@ -84,6 +84,10 @@ class BlockNode:
     checkpoint: bool
     body: tuple[Node, ...]
 
+    def repeat_key(self, repeat: int) -> str:
+        """The key of the module that runs ``repeat`` (``"0"`` for every repeat if shared)."""
+        return "0" if self.share_weights else str(repeat)
+
 
 Node = LayerNode | SaveNode | ReadNode | BlockNode
 

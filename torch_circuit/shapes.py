@@ -206,7 +206,7 @@ class _Tracer:
 
     def block(self, node: BlockNode, path: str, module_path: str, x: Any, where: str) -> Any:
         for repeat in range(node.num_repeats):
-            module_repeat = 0 if node.share_weights else repeat
+            module_repeat = node.repeat_key(repeat)
             inner = (
                 f" in repeat {repeat} of {node.num_repeats} of block {node.name!r}"
                 f" (StartBlock at position {node.position}){where}"

@@ -97,7 +97,7 @@ class _Rows:
             _Row(depth, f"{node.name} ×{node.num_repeats}{shared}", key, params=f"{total:,}")
         )
         for repeat in range(node.num_repeats):
-            module_repeat = 0 if node.share_weights else repeat
+            module_repeat = node.repeat_key(repeat)
             self.rows.append(_Row(depth + 1, f"repeat {repeat + 1}/{node.num_repeats}"))
             self.scope(node.body, f"{path}.{repeat}.", f"{key}.{module_repeat}.", depth + 2)
 
