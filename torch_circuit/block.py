@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from .plan import BlockNode, BlockPlan, Node, ScopePlan
 from .program import Step, add_context, run
 
-__all__ = ["Block", "Repeat", "fresh_copy"]
+__all__ = ["Block", "Repeat", "fresh_copy", "structural_copy"]
 
 
 class Scope(nn.Module):
@@ -183,8 +184,53 @@ def fresh_copy(module: nn.Module) -> nn.Module:
         if isinstance(scope, Scope):
             memo[id(scope._steps)] = scope._steps
             memo[id(scope._nodes)] = scope._nodes
-    clone = copy.deepcopy(module, memo)
+    clone = structural_copy(module, memo)
     _reinitialise(clone, seen=set())
+    return clone
+
+
+_SCALARS = (int, float, bool, str, bytes, type(None))
+_EMPTY_CONTAINERS = (dict, OrderedDict, list, set)
+_COPY_PROTOCOL = ("__getstate__", "__setstate__", "__reduce_ex__", "__reduce__", "__deepcopy__")
+
+
+def structural_copy(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Module:
+    """``copy.deepcopy(module, memo)``, several times faster on plain modules.
+
+    ``deepcopy`` rebuilds each of a module's dozen (mostly empty) hook dictionaries through the
+    pickle protocol, which makes building many repeats slow. Here each submodule's attribute
+    dictionary is copied entry by entry: scalars are shared, empty containers made anew, and
+    everything else (parameters, buffers, non-empty hooks, other state) goes to ``deepcopy``
+    with the same ``memo``, so sharing within the module is kept. A class that customises how
+    it is copied or pickled, or uses ``__slots__``, is handed to ``deepcopy`` whole.
+    """
+    memo = {} if memo is None else memo
+    if id(module) in memo:
+        return memo[id(module)]  # type: ignore[no-any-return]
+    cls = type(module)
+    customised = any(
+        getattr(cls, name, None) is not getattr(nn.Module, name, None) for name in _COPY_PROTOCOL
+    )
+    if customised or any("__slots__" in vars(base) for base in cls.__mro__):
+        return copy.deepcopy(module, memo)
+    clone = cls.__new__(cls)
+    memo[id(module)] = clone
+    state: dict[str, Any] = {}
+    for key, value in module.__dict__.items():
+        if key == "_compiled_call_impl":
+            continue  # nn.Module's own pickling drops it too: a copy starts uncompiled
+        if key == "_modules":
+            state[key] = {
+                name: None if child is None else structural_copy(child, memo)
+                for name, child in value.items()
+            }
+        elif type(value) in _SCALARS:
+            state[key] = value
+        elif type(value) in _EMPTY_CONTAINERS and not value:
+            state[key] = type(value)()
+        else:
+            state[key] = copy.deepcopy(value, memo)
+    clone.__dict__.update(state)
     return clone
 
 
