@@ -44,3 +44,33 @@ def test_regional_compile_compiles_the_repeated_body_once() -> None:
     torch.testing.assert_close(compiled(x), eager(x))
     torch.testing.assert_close(grads(compiled), grads(eager))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def compiled(module: nn.Module) -> bool:
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
+def test_compile_without_repeated_blocks_compiles_the_whole_model() -> None:
+    model = Circuit(
+        nn.Linear(4, 4), Circuit(nn.ReLU()), StartBlock("once"), nn.Tanh(), EndBlock("once")
+    )
+    model.compile()
+    assert compiled(model)
+    assert not compiled(model.once[0])
+
+
+def test_compile_with_repeated_blocks_compiles_repeats_and_nested_circuits() -> None:
+    inner = Circuit(nn.ReLU())
+    model = Circuit(
+        inner,
+        StartBlock("tied", num_repeats=3, share_weights=True),
+        nn.Linear(4, 4),
+        EndBlock("tied"),
+        StartBlock("own", num_repeats=2),
+        nn.Linear(4, 4),
+        EndBlock("own"),
+    )
+    model.compile()
+    assert not compiled(model)
+    assert compiled(inner)
+    assert all(compiled(repeat) for repeat in [*model.tied, *model.own])
