@@ -18,30 +18,16 @@ from torch import Tensor, nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
 
-IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "docs" / "images"
+
+sys.path.insert(0, str(ROOT / "examples"))
+from quickstart import build_model as build_quickstart  # noqa: E402
 
 
 def quickstart() -> Circuit:
-    """The seed README's Quick Start, verbatim."""
-    return Circuit(
-        nn.Conv2d(3, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        # Repeatable ResNet block
-        StartBlock("resnet", num_repeats=3),
-        SaveInput("residual"),
-        nn.Conv2d(64, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.Conv2d(64, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        GetInput("residual", op=torch.add),  # Add skip connection
-        EndBlock("resnet"),
-        nn.AdaptiveAvgPool2d((1, 1)),
-        nn.Flatten(),
-        nn.Linear(64, 10),
-    )
+    """The seed README's Quick Start, verbatim, as ``examples/quickstart.py`` builds it."""
+    return build_quickstart()
 
 
 def _down(c_in: int, c_out: int) -> list[nn.Module]:
