@@ -6,6 +6,7 @@ The examples put this file's folder on ``sys.path`` by being run as scripts
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +31,28 @@ Batch = tuple[Tensor, Tensor]
 # same order, so in practice they agree to the last bit; the slack covers reordered reductions.
 RTOL = 1e-4
 ATOL = 1e-5
+
+
+def example_parser(description: str | None, out: str) -> argparse.ArgumentParser:
+    """A parser holding the options every example takes: --seed, --out, --threads, --smoke."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads; 1 is often faster on a busy machine"
+    )
+    parser.add_argument("--smoke", action="store_true", help="a few steps, for CI")
+    return parser
+
+
+def parse_example_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> Any:
+    """Parse ``argv`` and apply ``--threads``."""
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 class EquivalenceError(AssertionError):

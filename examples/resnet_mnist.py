@@ -29,8 +29,10 @@ import torch
 from _common import (
     check_equivalence,
     copy_weights,
+    example_parser,
     fail,
     format_metric,
+    parse_example_args,
     plot_history,
     save_diagram,
     train_side_by_side,
@@ -214,28 +216,18 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 1000) -> float:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = example_parser(__doc__, out="out/resnet_mnist")
     parser.add_argument("--dataset", choices=["digits", "mnist"], default="digits")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="MNIST's folder")
     parser.add_argument("--download", action="store_true", help="fetch MNIST if missing")
     parser.add_argument("--epochs", type=int, help="default: 10 on digits, 2 on MNIST")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/resnet_mnist"))
-    parser.add_argument(
-        "--threads", type=int, help="CPU threads; 1 is often faster on a busy machine"
-    )
-    parser.add_argument("--smoke", action="store_true", help="a few steps, for CI")
-    return parser.parse_args(argv)
+    return parse_example_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
         if args.dataset == "mnist":

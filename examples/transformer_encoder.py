@@ -30,10 +30,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
-from _common import check_equivalence, copy_weights, plot_history, save_diagram, train_side_by_side
+from _common import (
+    check_equivalence,
+    copy_weights,
+    example_parser,
+    parse_example_args,
+    plot_history,
+    save_diagram,
+    train_side_by_side,
+)
 from torch import Tensor, nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
@@ -161,27 +168,17 @@ def token_accuracy(model: nn.Module, tokens: Tensor, targets: Tensor) -> float:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = example_parser(__doc__, out="out/transformer_encoder")
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--steps-per-epoch", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/transformer_encoder"))
-    parser.add_argument(
-        "--threads", type=int, help="CPU threads; 1 is often faster on a busy machine"
-    )
-    parser.add_argument("--smoke", action="store_true", help="a few steps, for CI")
-    return parser.parse_args(argv)
+    return parse_example_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     epochs, steps = (1, 3) if args.smoke else (args.epochs, args.steps_per_epoch)
     test_tokens, test_targets = make_sorting(2000, seed=10_000)  # epochs use seeds 1, 2, ...

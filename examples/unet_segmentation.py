@@ -31,7 +31,15 @@ import time
 from pathlib import Path
 
 import torch
-from _common import check_equivalence, copy_weights, plot_history, save_diagram, train_side_by_side
+from _common import (
+    check_equivalence,
+    copy_weights,
+    example_parser,
+    parse_example_args,
+    plot_history,
+    save_diagram,
+    train_side_by_side,
+)
 from torch import Tensor, nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
@@ -183,26 +191,16 @@ def plot_predictions(model: nn.Module, images: Tensor, masks: Tensor, path: Path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = example_parser(__doc__, out="out/unet_segmentation")
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/unet_segmentation"))
-    parser.add_argument(
-        "--threads", type=int, help="CPU threads; 1 is often faster on a busy machine"
-    )
-    parser.add_argument("--smoke", action="store_true", help="a few steps, for CI")
-    return parser.parse_args(argv)
+    return parse_example_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     train_size, test_size, epochs, max_steps = args.train_size, 500, args.epochs, None
     if args.smoke:
