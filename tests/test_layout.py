@@ -14,17 +14,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
-from torch_circuit.layout import (
-    GAP,
-    Box,
-    Edge,
-    Layout,
-    circuit_graph,
-    describe_layer,
-    layer_family,
-    layout_circuit,
-    text_width,
-)
+from torch_circuit.diagram.describe import describe_layer, layer_family, text_width
+from torch_circuit.diagram.geometry import GAP, Box, Edge, Layout
+from torch_circuit.diagram.graph import circuit_graph
+from torch_circuit.diagram.layout import layout_circuit
 from torch_circuit.shapes import ShapeError, trace_shapes
 
 EPS = 1e-9

@@ -10,7 +10,7 @@ from _diagrams import ROOT, check_golden, models
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
-from torch_circuit.text_diagrams import to_dot, to_mermaid
+from torch_circuit.diagram.text import to_dot, to_mermaid
 
 CASES = [
     ("quickstart_folded", "quickstart", True),

@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, overload
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .plan import BlockNode, BlockPlan, Node, ScopePlan
+from .nodes import BlockNode, Node
+from .plan import BlockPlan, ScopePlan
 from .program import Step, add_context, run
 
-__all__ = ["Block", "Repeat", "fresh_copy", "structural_copy"]
+__all__ = ["Block", "Repeat", "Scope", "build_block", "fresh_copy", "structural_copy"]
 
 
 class Scope(nn.Module):
@@ -32,7 +33,7 @@ class Scope(nn.Module):
 
     def _build(self, plan: ScopePlan) -> None:
         for key, entry in plan.entries:
-            self.add_module(key, Block(entry) if isinstance(entry, BlockPlan) else entry)
+            self.add_module(key, build_block(entry) if isinstance(entry, BlockPlan) else entry)
         self._steps = plan.steps
         self._num_captures = plan.num_captures
         self._num_locals = plan.num_slots - plan.num_captures
@@ -40,8 +41,27 @@ class Scope(nn.Module):
 
     @property
     def nodes(self) -> tuple[Node, ...]:
-        """The declared structure of this scope, as plain data (see ``torch_circuit.plan``)."""
+        """The declared structure of this scope, as plain data (see ``torch_circuit.nodes``)."""
         return self._nodes
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The steps ``forward`` runs, in order (see ``torch_circuit.program``)."""
+        return self._steps
+
+    @property
+    def num_captures(self) -> int:
+        """How many outer skips this scope receives: the first slots of its frame."""
+        return self._num_captures
+
+    @property
+    def num_slots(self) -> int:
+        """The size of this scope's frame: its captured skips, then its own saves."""
+        return self._num_captures + self._num_locals
+
+    def run_steps(self, steps: Sequence[Step], x: Any, frame: list[Any]) -> Any:
+        """Run ``steps`` (some of ``self.steps``) on ``x`` with the skips in ``frame``."""
+        return run(steps, self._modules, x, frame)
 
 
 class Repeat(Scope):
@@ -52,26 +72,43 @@ class Repeat(Scope):
         self._build(plan)
 
     def forward(self, x: Any, *captured: Any) -> Any:
+        """Run the body on ``x``; ``captured`` are the outer skips it reads, in plan order."""
         return run(self._steps, self._modules, x, [*captured, *([None] * self._num_locals)])
 
 
 class Block(nn.Module):
-    """A block of ``num_repeats`` repeats, independent or sharing one set of weights.
+    """A block of repeats, independent or sharing one set of weights.
 
     Repeats are registered as children ``"0"``, ``"1"``, ... (only ``"0"`` when shared), so a
-    layer of repeat 1 has a key like ``stage.1.5.weight``.
+    layer of repeat 1 has a key like ``stage.1.5.weight``. A ``Block`` indexes, iterates and
+    slices like an ``nn.ModuleList`` of the repeats it runs: ``model.stage[1]`` is the module
+    of repeat 1 (the one shared module for every index when weights are tied).
+
+    A ``Circuit`` builds its blocks with ``build_block``; a pipeline stage builds one holding
+    only the repeats that stage runs.
+
+    Args:
+        node: the block's declaration.
+        children: the modules to register, by key (repeat modules, or parts of repeats that
+            a pipeline stage runs step by step).
+        runs: the repeats ``forward`` runs, in order, as ``(repeat index, child key)``.
     """
 
-    def __init__(self, plan: BlockPlan) -> None:
+    def __init__(
+        self,
+        node: BlockNode,
+        children: Mapping[str, nn.Module],
+        runs: Sequence[tuple[int, str]],
+    ) -> None:
         super().__init__()
-        node = plan.node
-        first = Repeat(plan.body)
-        self.add_module("0", first)
-        if not node.share_weights:
-            for index in range(1, node.num_repeats):
-                self.add_module(str(index), fresh_copy(first))
-        self._order = tuple(node.repeat_key(i) for i in range(node.num_repeats))
+        for key, module in children.items():
+            self.add_module(key, module)
+        missing = [key for _, key in runs if key not in children]
+        if missing:
+            raise ValueError(f"Block {node.name!r} runs repeats {missing} it does not hold.")
         self._node = node
+        self._runs = tuple(runs)
+        self._index = {index: position for position, (index, _) in enumerate(self._runs)}
 
     @property
     def node(self) -> BlockNode:
@@ -84,27 +121,68 @@ class Block(nn.Module):
 
     @property
     def num_repeats(self) -> int:
+        """The declared number of repeats (a pipeline stage may run only some of them)."""
         return self._node.num_repeats
 
     @property
     def share_weights(self) -> bool:
         return self._node.share_weights
 
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """The repeats ``forward`` runs: ``0 .. num_repeats - 1``, or a pipeline stage's."""
+        return tuple(index for index, _ in self._runs)
+
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._runs)
 
-    def __iter__(self) -> Iterator[Repeat]:
+    def __iter__(self) -> Iterator[nn.Module]:
         """The module of each repeat in turn (the one shared module N times if tied)."""
-        return (self[index] for index in range(len(self)))
+        modules = self._modules
+        return (modules[key] for _, key in self._runs)  # type: ignore[misc]
 
-    def __getitem__(self, index: int) -> Repeat:
-        """The module that runs repeat ``index`` (the single shared one if weights are tied)."""
-        return self._modules[self._order[index]]  # type: ignore[return-value]
+    @overload
+    def __getitem__(self, index: int) -> nn.Module: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> nn.ModuleList: ...
+
+    def __getitem__(self, index: int | slice) -> nn.Module | nn.ModuleList:
+        """The module that runs repeat ``index``; a slice gives an ``nn.ModuleList`` of them."""
+        if isinstance(index, slice):
+            return nn.ModuleList(list(self)[index])
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(
+                f"block {self.name!r} is indexed by repeat (an int) or a slice, got "
+                f"{index!r} ({type(index).__name__}); e.g. model.{self.name}[0]."
+            )
+        indices = self.indices
+        if indices == tuple(range(self.num_repeats)):
+            if not -len(indices) <= index < len(indices):
+                raise IndexError(
+                    f"block {self.name!r} has repeats 0 to {len(indices) - 1}; "
+                    f"repeat {index} does not exist."
+                )
+            return self._module(self._runs[index][1])
+        position = self._index.get(index)
+        if position is None:  # a pipeline stage's block, indexed by the declared repeat
+            raise IndexError(
+                f"repeat {index} of block {self.name!r} does not run here; this stage runs "
+                f"repeats {list(indices)} of its {self.num_repeats}."
+            )
+        return self._module(self._runs[position][1])
+
+    def _module(self, key: str) -> nn.Module:
+        module = self._modules[key]
+        if module is None:  # pragma: no cover - children are never set to None
+            raise KeyError(key)
+        return module
 
     def forward(self, x: Any, *captured: Any) -> Any:
+        """Run the repeats in turn on ``x``; ``captured`` are the outer skips the body reads."""
         modules = self._modules
         checkpointed = self._node.checkpoint
-        for index, key in enumerate(self._order):
+        for index, key in self._runs:
             repeat: nn.Module = modules[key]  # type: ignore[assignment]
             try:
                 if checkpointed:
@@ -125,6 +203,9 @@ class Block(nn.Module):
 
     def __repr__(self) -> str:
         shared = ", shared weights" if self.share_weights else ""
+        held = ""
+        if self.indices != tuple(range(self.num_repeats)):
+            held = f", this stage: {_ranges(self.indices) or 'none'}"
         lines = []
         children = [(key, repr(module)) for key, module in self._modules.items()]
         start = 0
@@ -140,7 +221,29 @@ class Block(nn.Module):
                 lines.append(f"({children[start][0]}-{children[end][0]}): {count} x {body}")
             start = end + 1
         inner = "\n  ".join(lines)
-        return f"Block({self.name!r} ×{self.num_repeats}{shared})(\n  {inner}\n)"
+        return f"Block({self.name!r} ×{self.num_repeats}{shared}{held})(\n  {inner}\n)"
+
+
+def build_block(plan: BlockPlan) -> Block:
+    """The ``Block`` a circuit holds for ``plan``: repeat 0 built from the modules passed in,
+    the others fresh copies of it (or repeat 0 alone, run every time, if weights are shared)."""
+    node = plan.node
+    first = Repeat(plan.body)
+    children: dict[str, nn.Module] = {"0": first}
+    if not node.share_weights:
+        for index in range(1, node.num_repeats):
+            children[str(index)] = fresh_copy(first)
+    runs = [(index, node.repeat_key(index)) for index in range(node.num_repeats)]
+    return Block(node, children, runs)
+
+
+def _ranges(indices: Sequence[int]) -> str:
+    """``[2, 3]`` -> ``"repeats 2-3"``; ``[1]`` -> ``"repeat 1"``."""
+    if not indices:
+        return ""
+    if len(indices) == 1:
+        return f"repeat {indices[0]}"
+    return f"repeats {indices[0]}-{indices[-1]}"
 
 
 def _recompute(module: nn.Module) -> dict[str, Any]:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from .block import Block, Repeat, Scope
+from .diagram.render import notebook_svg, visualize
+from .diagram.text import to_dot, to_mermaid
 from .plan import plan_circuit
 from .program import run
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from .summary import summary
 
 __all__ = ["Circuit"]
 
@@ -80,76 +79,15 @@ class Circuit(Scope):
             if isinstance(module, Circuit):
                 module.compile(*args, **kwargs)
 
-    # Drawing and summaries live in their own modules; matplotlib is imported only there.
-
-    def visualize(
-        self,
-        save_path: str | None = None,
-        *,
-        show_repeats: bool = True,
-        figsize: tuple[float, float] | None = None,
-        color_map: Mapping[str, str] | None = None,
-        input_shape: Sequence[int] | Tensor | None = None,
-        max_column_height: float | None = None,
-        dpi: float = 150,
-    ) -> Figure:
-        """Draw the circuit as a diagram and return the matplotlib ``Figure``.
-
-        Args:
-            save_path: where to write the diagram; the extension picks PDF, PNG or SVG.
-            show_repeats: ``True`` draws each block once in a frame labelled ``name ×N``;
-                ``False`` draws every repeat.
-            figsize: the figure size in inches; by default it follows the content.
-            color_map: colours by layer family, overriding the defaults.
-            input_shape: an input shape (or an example input tensor), to label every edge
-                with its tensor shape; computed on the meta device, without copying weights.
-            max_column_height: the tallest a column may grow, in inches, before the diagram
-                wraps into another column.
-            dpi: resolution of raster output (PNG) and of the inline notebook image.
-
-        Example::
-
-            >>> fig = model.visualize("architecture.pdf")
-        """
-        from .render import visualize
-
-        return visualize(
-            self,
-            save_path,
-            show_repeats=show_repeats,
-            figsize=figsize,
-            color_map=color_map,
-            input_shape=input_shape,
-            max_column_height=max_column_height,
-            dpi=dpi,
-        )
-
-    def summary(self, input_shape: Sequence[int] | Tensor | None = None) -> str:
-        """A text table: a row per layer grouped by block and repeat, shapes and parameters."""
-        from .summary import summary
-
-        return summary(self, input_shape=input_shape)
-
-    def to_dot(
-        self, show_repeats: bool = True, *, input_shape: Sequence[int] | Tensor | None = None
-    ) -> str:
-        """The diagram as Graphviz DOT source (needs no Graphviz to produce)."""
-        from .text_diagrams import to_dot
-
-        return to_dot(self, show_repeats=show_repeats, input_shape=input_shape)
-
-    def to_mermaid(
-        self, show_repeats: bool = True, *, input_shape: Sequence[int] | Tensor | None = None
-    ) -> str:
-        """The diagram as a Mermaid flowchart, for Markdown pages that render Mermaid."""
-        from .text_diagrams import to_mermaid
-
-        return to_mermaid(self, show_repeats=show_repeats, input_shape=input_shape)
+    # Drawing and summaries live in their own modules (matplotlib is imported only when a
+    # figure is drawn); each is documented once, there, and used here as a method.
+    visualize = visualize
+    summary = summary
+    to_dot = to_dot
+    to_mermaid = to_mermaid
 
     def _repr_svg_(self) -> str:
         """The folded diagram, so that a Circuit displays itself inline in Jupyter."""
-        from .render import notebook_svg
-
         return notebook_svg(self)
 
 

@@ -12,11 +12,12 @@ import keyword
 import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
 from .markers import EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
+from .nodes import BlockNode, LayerNode, Node, ReadNode, SaveNode
 from .ops import NAMED_OPS
 from .program import CallLayer, ReadSkip, RunBlock, SaveSkip, Step
 
@@ -37,59 +38,6 @@ _MARKERS = (SaveInput, GetInput, StartBlock, EndBlock)
 
 class UnusedSaveWarning(UserWarning):
     """A ``SaveInput`` is rebound or falls out of scope before any ``GetInput`` reads it."""
-
-
-# --- The declared structure, as plain data (for drawing, summaries and pipeline splits) ---
-
-
-@dataclass(frozen=True)
-class LayerNode:
-    """A layer at ``position`` in the argument list, registered under ``key``."""
-
-    position: int
-    key: str
-
-
-@dataclass(frozen=True)
-class SaveNode:
-    """A ``SaveInput``; ``readers`` are the positions of the ``GetInput``s that read it."""
-
-    position: int
-    key: str
-    name: str
-    readers: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ReadNode:
-    """A ``GetInput``; ``source`` is the position of the ``SaveInput`` it reads."""
-
-    position: int
-    key: str
-    name: str
-    source: int
-    op: str
-
-
-@dataclass(frozen=True)
-class BlockNode:
-    """A block from its ``StartBlock`` at ``position`` to its ``EndBlock`` at ``end``."""
-
-    position: int
-    end: int
-    key: str
-    name: str
-    num_repeats: int
-    share_weights: bool
-    checkpoint: bool
-    body: tuple[Node, ...]
-
-    def repeat_key(self, repeat: int) -> str:
-        """The key of the module that runs ``repeat`` (``"0"`` for every repeat if shared)."""
-        return "0" if self.share_weights else str(repeat)
-
-
-Node = LayerNode | SaveNode | ReadNode | BlockNode
 
 
 # --- What construction builds from: per scope, its modules, steps and nodes ---
@@ -373,7 +321,7 @@ class _Scope:
 class _Pending:
     """A step before slot indices are known."""
 
-    kind: str
+    kind: Literal["call", "save", "read", "block"]
     key: str
     slots: tuple[_Slot, ...] = ()
 

@@ -1,6 +1,6 @@
 """Tensor shapes at every layer of a ``Circuit``, traced from an input shape without real data.
 
-``trace_shapes`` walks the declared structure (``circuit.nodes``) on a copy of the circuit whose
+``trace_shapes`` walks the declared structure (``nodes.walk``) on a copy of the circuit whose
 parameters and buffers live on the ``meta`` device: the copy is built without copying any
 weight, and every call only computes shapes. A module the meta device cannot run is retried
 once on the real circuit in ``eval`` mode under ``no_grad`` (training flags restored after).
@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .plan import BlockNode, LayerNode, Node, ReadNode, SaveNode
+from .block import Scope
+from .nodes import Enter, Exit, ReadNode, SaveNode, Visit, walk
 
-__all__ = ["ShapeError", "ShapeTrace", "as_example_input", "occurrence_path", "trace_shapes"]
+__all__ = ["Shape", "ShapeError", "ShapeTrace", "as_example_input", "trace_shapes"]
 
 Shape = tuple[int, ...]
 
@@ -50,11 +51,6 @@ class ShapeTrace:
         return self.outputs.get("output", self.input)
 
 
-def occurrence_path(prefix: str, node: Node) -> str:
-    """The path of ``node`` in the scope whose occurrence prefix is ``prefix``."""
-    return f"{prefix}{node.key}"
-
-
 def as_example_input(input_shape: Sequence[int] | Tensor) -> Tensor:
     """A ``meta`` tensor for ``input_shape`` (a tensor's own shape and dtype are kept)."""
     if isinstance(input_shape, Tensor):
@@ -73,7 +69,7 @@ def as_example_input(input_shape: Sequence[int] | Tensor) -> Tensor:
     return torch.empty(dims, device="meta")
 
 
-def trace_shapes(circuit: nn.Module, input_shape: Sequence[int] | Tensor) -> ShapeTrace:
+def trace_shapes(circuit: Scope, input_shape: Sequence[int] | Tensor) -> ShapeTrace:
     """Run ``circuit`` on ``input_shape`` for shapes only and return every layer's output shape.
 
     Args:
@@ -110,7 +106,7 @@ def trace_shapes(circuit: nn.Module, input_shape: Sequence[int] | Tensor) -> Sha
             raise ShapeError(meta_failure.message(example.shape)) from meta_failure.error
 
 
-def _meta_copy(module: nn.Module) -> nn.Module:
+def _meta_copy(module: Scope) -> Scope:
     """A deep copy of ``module`` whose parameters and buffers are empty ``meta`` tensors."""
     memo: dict[int, Any] = {}
     for tensor in itertools.chain(module.parameters(), module.buffers()):
@@ -155,16 +151,27 @@ class _LayerError(Exception):
 
 
 class _Tracer:
-    """Walks ``circuit.nodes`` like ``forward`` does, recording shapes by occurrence path."""
+    """Walks the circuit like ``forward`` does, recording shapes by occurrence path."""
 
-    def __init__(self, circuit: nn.Module, input_shape: Shape) -> None:
+    def __init__(self, circuit: Scope, input_shape: Shape) -> None:
         self.circuit = circuit
         self.trace = ShapeTrace(input_shape)
-        self.saved: dict[int, Tensor] = {}
+        self.saved: dict[str, Tensor] = {}  # by the save's occurrence path
 
-    def run(self, x: Tensor) -> ShapeTrace:
-        nodes: tuple[Node, ...] = self.circuit.nodes  # type: ignore[assignment]
-        x = self.scope(nodes, "", "", x, "")
+    def run(self, x: Any) -> ShapeTrace:
+        for event in walk(self.circuit):
+            if isinstance(event, Enter):
+                continue
+            if isinstance(event, Exit):
+                if event.last:
+                    self.record(event.frame.path, x)
+                continue
+            try:
+                x = self.step(event, x)
+            except Exception as error:
+                received = tuple(x.shape) if isinstance(x, Tensor) else ()
+                raise _LayerError(_where(event), received, error) from error
+            self.record(event.path, x)
         self.record("output", x)
         return self.trace
 
@@ -173,52 +180,29 @@ class _Tracer:
             self.trace.outputs[path] = tuple(x.shape)
             self.trace.itemsize[path] = x.element_size()
 
-    def scope(
-        self, nodes: tuple[Node, ...], prefix: str, module_prefix: str, x: Any, where: str
-    ) -> Any:
-        for node in nodes:
-            path = occurrence_path(prefix, node)
-            if isinstance(node, BlockNode):
-                x = self.block(node, path, f"{module_prefix}{node.key}", x, where)
-                continue
-            module = self.circuit.get_submodule(f"{module_prefix}{node.key}")
-            try:
-                x = self.step(node, module, path, x)
-            except Exception as error:
-                received = tuple(x.shape) if isinstance(x, Tensor) else ()
-                place = f"{where}" if where else " at the top level"
-                described = _describe_node(node, module)
-                raise _LayerError(f"{described}{place}", received, error) from error
-            self.record(path, x)
-        return x
-
-    def step(self, node: Node, module: nn.Module, path: str, x: Any) -> Any:
-        if isinstance(node, LayerNode):
-            return module(x)
+    def step(self, visit: Visit, x: Any) -> Any:
+        node, module = visit.node, visit.module
         if isinstance(node, SaveNode):
             captured = module.capture(x)  # type: ignore[operator]
-            self.saved[node.position] = captured
-            self.trace.saved[path] = tuple(captured.shape)
+            self.saved[visit.path] = captured
+            self.trace.saved[visit.path] = tuple(captured.shape)
             return x
         if isinstance(node, ReadNode):
-            return module.combine(x, self.saved[node.source])  # type: ignore[operator]
-        raise TypeError(f"unexpected node {node!r}")  # pragma: no cover - BlockNode handled
-
-    def block(self, node: BlockNode, path: str, module_path: str, x: Any, where: str) -> Any:
-        for repeat in range(node.num_repeats):
-            module_repeat = node.repeat_key(repeat)
-            inner = (
-                f" in repeat {repeat} of {node.num_repeats} of block {node.name!r}"
-                f" (StartBlock at position {node.position}){where}"
-            )
-            x = self.scope(
-                node.body, f"{path}.{repeat}.", f"{module_path}.{module_repeat}.", x, inner
-            )
-        self.record(path, x)
-        return x
+            saved = [self.saved[source] for source in visit.sources]
+            return module.combine(x, *saved)  # type: ignore[operator]
+        return module(x)
 
 
-def _describe_node(node: Node, module: nn.Module) -> str:
+def _where(visit: Visit) -> str:
+    """``the layer at position 5 (Conv2d) in repeat 1 of 3 of block 'stage' (...)``."""
+    node, module = visit.node, visit.module
     if isinstance(node, SaveNode | ReadNode):
-        return f"{module!r} at position {node.position}"
-    return f"the layer at position {node.position} ({type(module).__name__})"
+        described = f"{module!r} at position {node.position}"
+    else:
+        described = f"the layer at position {node.position} ({type(module).__name__})"
+    places = [
+        f" in repeat {frame.repeat} of {frame.node.num_repeats} of block {frame.node.name!r}"
+        f" (StartBlock at position {frame.node.position})"
+        for frame in reversed(visit.frames)
+    ]
+    return described + ("".join(places) or " at the top level")

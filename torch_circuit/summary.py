@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .layout import describe_layer, format_shape
-from .plan import BlockNode, Node, ReadNode, SaveNode
+from .block import Scope
+from .diagram.describe import describe_layer, format_shape
+from .nodes import Enter, Frame, LeafNode, ReadNode, SaveNode, Visit, walk
 from .shapes import ShapeTrace, trace_shapes
 
 __all__ = ["format_bytes", "summary"]
@@ -23,7 +24,7 @@ class _Row:
     params: str = ""
 
 
-def summary(circuit: nn.Module, input_shape: Sequence[int] | Tensor | None = None) -> str:
+def summary(circuit: Scope, input_shape: Sequence[int] | Tensor | None = None) -> str:
     """A text table of ``circuit``: a row per layer, grouped by block and repeat.
 
     Each row gives the layer (class and key settings; skips with their name and op), its
@@ -46,8 +47,11 @@ def summary(circuit: nn.Module, input_shape: Sequence[int] | Tensor | None = Non
     builder = _Rows(circuit, trace)
     if trace is not None:
         builder.rows.append(_Row(0, "input", shape=format_shape(trace.input)))
-    nodes: tuple[Node, ...] = circuit.nodes  # type: ignore[assignment]
-    builder.scope(nodes, "", "", 0)
+    for event in walk(circuit):
+        if isinstance(event, Enter):
+            builder.enter(event.frame)
+        elif isinstance(event, Visit):
+            builder.visit(event)
     table = _table(builder.rows, with_shapes=trace is not None)
     return "\n".join([*_title(circuit, trace), *table, *_totals(circuit, trace, builder)])
 
@@ -64,45 +68,39 @@ def format_bytes(size: float) -> str:
 class _Rows:
     """Walks every repeat of every block, collecting rows and counting parameters once."""
 
-    def __init__(self, circuit: nn.Module, trace: ShapeTrace | None) -> None:
+    def __init__(self, circuit: Scope, trace: ShapeTrace | None) -> None:
         self.circuit = circuit
         self.trace = trace
         self.rows: list[_Row] = []
         self.seen: set[int] = set()
         self.activation_bytes = 0 if trace is None else _numel(trace.input) * 4
 
-    def scope(self, nodes: tuple[Node, ...], prefix: str, module_prefix: str, depth: int) -> None:
-        for node in nodes:
-            path = f"{prefix}{node.key}"
-            key = f"{module_prefix}{node.key}"
-            if isinstance(node, BlockNode):
-                self.block(node, path, key, depth)
-                continue
-            module = self.circuit.get_submodule(key)
-            self.rows.append(
-                _Row(
-                    depth,
-                    self.describe(node, module),
-                    key,
-                    self.shape(node, module, path),
-                    self.params(module),
-                )
-            )
+    def enter(self, frame: Frame) -> None:
+        """A block's row (before its first repeat), then the repeat's own row."""
+        node, depth = frame.node, 2 * frame.depth - 2
+        repeat = frame.repeat or 0
+        if repeat == 0:
+            shared = ", shared weights" if node.share_weights else ""
+            block = self.circuit.get_submodule(frame.key)
+            total = sum(p.numel() for p in block.parameters())
+            label = f"{node.name} ×{node.num_repeats}{shared}"
+            self.rows.append(_Row(depth, label, frame.key, params=f"{total:,}"))
+        self.rows.append(_Row(depth + 1, f"repeat {repeat + 1}/{node.num_repeats}"))
 
-    def block(self, node: BlockNode, path: str, key: str, depth: int) -> None:
-        shared = ", shared weights" if node.share_weights else ""
-        block_module = self.circuit.get_submodule(key)
-        total = sum(p.numel() for p in block_module.parameters())
+    def visit(self, visit: Visit) -> None:
+        node, module = visit.node, visit.module
         self.rows.append(
-            _Row(depth, f"{node.name} ×{node.num_repeats}{shared}", key, params=f"{total:,}")
+            _Row(
+                2 * len(visit.frames),
+                self.describe(node, module),
+                visit.key,
+                self.shape(node, module, visit.path),
+                self.params(module),
+            )
         )
-        for repeat in range(node.num_repeats):
-            module_repeat = node.repeat_key(repeat)
-            self.rows.append(_Row(depth + 1, f"repeat {repeat + 1}/{node.num_repeats}"))
-            self.scope(node.body, f"{path}.{repeat}.", f"{key}.{module_repeat}.", depth + 2)
 
     @staticmethod
-    def describe(node: Node, module: nn.Module) -> str:
+    def describe(node: LeafNode, module: nn.Module) -> str:
         transform = getattr(module, "transform", None)
         via = "" if transform is None else f" via {describe_layer(transform)}"
         if isinstance(node, SaveNode):
@@ -111,7 +109,7 @@ class _Rows:
             return f"GetInput {node.name!r} · {node.op}{via}"
         return describe_layer(module)
 
-    def shape(self, node: Node, module: nn.Module, path: str) -> str:
+    def shape(self, node: LeafNode, module: nn.Module, path: str) -> str:
         """The row's output shape; counts the new tensors it makes towards activations."""
         if self.trace is None or path not in self.trace.outputs:
             return ""
@@ -142,7 +140,7 @@ def _numel(shape: Sequence[int]) -> int:
     return count
 
 
-def _title(circuit: nn.Module, trace: ShapeTrace | None) -> list[str]:
+def _title(circuit: Scope, trace: ShapeTrace | None) -> list[str]:
     name = type(circuit).__name__
     if trace is None:
         return [f"{name} summary"]
@@ -175,7 +173,7 @@ def _table(rows: list[_Row], with_shapes: bool) -> list[str]:
     ]
 
 
-def _totals(circuit: nn.Module, trace: ShapeTrace | None, rows: _Rows) -> list[str]:
+def _totals(circuit: Scope, trace: ShapeTrace | None, rows: _Rows) -> list[str]:
     parameters = list(circuit.parameters())
     total = sum(p.numel() for p in parameters)
     trainable = sum(p.numel() for p in parameters if p.requires_grad)

@@ -11,43 +11,32 @@ from __future__ import annotations
 import functools
 import io
 import os
-import secrets
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from .layout import (
-    BOX_FONT,
-    COLOR_KEYS,
-    DEFAULT_COLORS,
-    DOT_R,
-    MERGE_R,
-    SMALL_FONT,
-    Box,
-    Edge,
-    Layout,
-    layout_circuit,
-)
+from ..block import Scope
+from .describe import COLOR_KEYS, DEFAULT_COLORS
+from .files import FORMATS, check_save_path, write_atomically
+from .geometry import BOX_FONT, DOT_R, MERGE_R, SMALL_FONT, Box, Edge, Layout
+from .layout import layout_circuit
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["DEFAULT_COLORS", "FORMATS", "draw_layout", "notebook_svg", "visualize"]
-
-FORMATS = {".pdf": "pdf", ".png": "png", ".svg": "svg"}
-"""File extensions ``visualize`` writes, and the format each selects."""
+__all__ = ["PNG_DPI", "draw_layout", "notebook_svg", "resolve_colors", "visualize"]
 
 EDGE_COLOR = "#4a4a4a"
 TEXT_COLOR = "#1a1a1a"
 MUTED_COLOR = "#5a5a5a"
 PNG_DPI = 150
+IO_KINDS = ("input", "output")
 
 
 def visualize(
-    circuit: nn.Module,
+    circuit: Scope,
     save_path: str | os.PathLike[str] | None = None,
     *,
     show_repeats: bool = True,
@@ -57,10 +46,12 @@ def visualize(
     max_column_height: float | None = None,
     dpi: float = PNG_DPI,
 ) -> Figure:
-    """Draw ``circuit`` as a diagram and return the matplotlib ``Figure``.
+    """Draw the circuit as a diagram and return the matplotlib ``Figure``.
+
+    ``model.visualize(...)`` is this function, with the model as ``circuit``.
 
     Args:
-        circuit: a ``Circuit``.
+        circuit: the ``Circuit`` to draw.
         save_path: where to write the diagram; ``.pdf``, ``.png`` or ``.svg`` picks the
             format. The file is written whole or not at all.
         show_repeats: ``True`` draws each block once in a frame labelled ``name ×N``;
@@ -73,11 +64,12 @@ def visualize(
         input_shape: an input shape including the batch dimension (or an example tensor):
             every edge is labelled with its tensor shape, computed on the ``meta`` device.
         max_column_height: wrap a long diagram into columns no taller than this (inches).
-        dpi: the resolution of a PNG file, in dots per inch.
+        dpi: the resolution of raster images, in dots per inch: a PNG file, and the image
+            a notebook shows for the returned figure.
 
     Example::
 
-        >>> fig = visualize(model, "architecture.pdf", input_shape=(1, 3, 32, 32))
+        >>> fig = model.visualize("architecture.pdf", input_shape=(1, 3, 32, 32))
     """
     colors = resolve_colors(color_map)
     path = check_save_path(save_path)
@@ -88,13 +80,14 @@ def visualize(
         input_shape=input_shape,
         max_column_height=max_column_height,
     )
-    figure = draw_layout(layout, figsize=figsize, colors=colors)
+    figure = draw_layout(layout, figsize=figsize, colors=colors, dpi=dpi)
     if path is not None:
-        save_figure(figure, path, dpi=dpi)
+        fmt = FORMATS[path.suffix.lower()]
+        write_atomically(path, lambda stream: figure.savefig(stream, format=fmt, dpi=dpi))
     return figure
 
 
-def notebook_svg(circuit: nn.Module) -> str:
+def notebook_svg(circuit: Scope) -> str:
     """The folded diagram of ``circuit`` as SVG text, for ``Circuit._repr_svg_`` in Jupyter."""
     figure = draw_layout(layout_circuit(circuit), figsize=None, colors=resolve_colors(None))
     buffer = io.StringIO()
@@ -133,41 +126,6 @@ def resolve_colors(color_map: Mapping[str, str] | None) -> dict[str, str]:
     return colors
 
 
-def check_save_path(save_path: str | os.PathLike[str] | None) -> Path | None:
-    """The path to write, after checking its extension and that its folder is writable."""
-    if save_path is None:
-        return None
-    if not isinstance(save_path, str | os.PathLike):
-        raise TypeError(
-            f"save_path must be a file path such as 'architecture.pdf', got "
-            f"{save_path!r} ({type(save_path).__name__})."
-        )
-    path = Path(save_path).expanduser()
-    if path.suffix.lower() not in FORMATS:
-        raise ValueError(
-            f"save_path {str(path)!r} has the extension {path.suffix or '(none)'!r}, which "
-            f"visualize cannot write; use one of {sorted(FORMATS)}, e.g. "
-            f"{str(path.with_suffix('.pdf'))!r}."
-        )
-    folder = path.parent
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"save_path {str(path)!r} is a folder; give a file name inside it, e.g. "
-            f"{str(path / 'architecture.pdf')!r}."
-        )
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"cannot write {str(path)!r}: the folder {str(folder)!r} does not exist; "
-            "create it first or choose another save_path."
-        )
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"cannot write {str(path)!r}: the folder {str(folder)!r} is not writable; "
-            "choose a save_path in a folder you can write to."
-        )
-    return path
-
-
 def check_figsize(figsize: tuple[float, float] | None) -> None:
     if figsize is None:
         return
@@ -183,27 +141,6 @@ def check_figsize(figsize: tuple[float, float] | None) -> None:
         )
 
 
-def save_figure(figure: Figure, path: Path, *, dpi: float = PNG_DPI) -> None:
-    """Write ``figure`` to ``path`` whole or not at all: a temporary file, then a rename."""
-    fmt = FORMATS[path.suffix.lower()]
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        # O_EXCL: never clobber another file; mode 0o666 lets the umask decide, as open() does.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as error:
-        raise PermissionError(
-            f"cannot write {str(path)!r}: {error.strerror}; choose a save_path in a folder "
-            "you can write to."
-        ) from error
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            figure.savefig(stream, format=fmt, dpi=dpi)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 # --- Drawing ---
 
 
@@ -212,13 +149,17 @@ def draw_layout(
     *,
     figsize: tuple[float, float] | None = None,
     colors: Mapping[str, str] | None = None,
+    dpi: float = PNG_DPI,
 ) -> Figure:
-    """A new ``Figure`` showing ``layout``; text is scaled with ``figsize`` when one is given."""
+    """A new ``Figure`` showing ``layout``; text is scaled with ``figsize`` when one is given.
+
+    ``dpi`` is the figure's own resolution: that of the image a notebook shows for it.
+    """
     palette = dict(DEFAULT_COLORS if colors is None else colors)
     width, height = max(layout.width, 0.5), max(layout.height, 0.5)
     size = (width, height) if figsize is None else (float(figsize[0]), float(figsize[1]))
     scale = min(size[0] / width, size[1] / height)
-    figure: Figure = _figure_class()(figsize=size)
+    figure: Figure = _figure_class()(figsize=size, dpi=dpi)
     axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
     # Centre the content; keep inches square when figsize changes the aspect.
     span_x, span_y = size[0] / scale, size[1] / scale
@@ -243,7 +184,7 @@ def _figure_class() -> type[Figure]:
 
         def _repr_png_(self) -> bytes:
             buffer = io.BytesIO()
-            self.savefig(buffer, format="png", dpi=100)
+            self.savefig(buffer, format="png", dpi="figure")
             return buffer.getvalue()
 
     CircuitFigure.__module__ = __name__
@@ -340,7 +281,7 @@ class _Painter:
                 weight="bold",
             )
             return
-        color = self.colors["io"] if box.kind in ("input", "output") else self.colors[box.family]
+        color = self.colors["io"] if box.kind in IO_KINDS else self.colors[box.family]
         self.axes.add_patch(
             FancyBboxPatch(
                 (box.x, box.y),
@@ -366,7 +307,7 @@ class _Painter:
                 "center",
                 "center",
                 color=TEXT_COLOR if first else MUTED_COLOR,
-                style="italic" if box.kind in ("input", "output") else "normal",
+                style="italic" if box.kind in IO_KINDS else "normal",
             )
 
     def edge(self, edge: Edge) -> None:

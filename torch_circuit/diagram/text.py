@@ -1,6 +1,6 @@
 """A ``Circuit``'s diagram as text: Graphviz DOT and Mermaid flowcharts.
 
-Both are written from the same graph as the drawn diagram (``layout.circuit_graph``) and need
+Both are written from the same graph as the drawn diagram (``graph.circuit_graph``) and need
 no package: paste the DOT into any Graphviz viewer, or the Mermaid into a GitHub page or a
 notebook's Markdown cell. Blocks become clusters (DOT) or subgraphs (Mermaid) labelled
 ``name ×N``, or one per repeat when ``show_repeats=False``; each skip is an edge from its
@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from .layout import DEFAULT_COLORS, FAMILIES, Graph, GraphNode, circuit_graph, format_shape
+from ..block import Scope
+from .describe import DEFAULT_COLORS, FAMILIES, format_shape
+from .graph import Graph, GraphNode, circuit_graph
 
 __all__ = ["to_dot", "to_mermaid"]
 
 
 def to_dot(
-    circuit: nn.Module,
+    circuit: Scope,
     show_repeats: bool = True,
     *,
     input_shape: Sequence[int] | Tensor | None = None,
@@ -45,7 +47,6 @@ def to_dot(
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
         '  edge [fontname="Helvetica", fontsize=9, color="#4a4a4a"];',
     ]
-    frames = {frame.id: frame for frame in graph.frames}
     clusters = {frame.id: index for index, frame in enumerate(graph.frames)}
     save_labels = {
         s.save: s.label + (f"\nvia {s.transform}" if s.transform else "") for s in graph.skips
@@ -54,7 +55,7 @@ def to_dot(
     for kind, item_id in graph.items:
         pad = "  " * depth
         if kind == "open":
-            label = _dot_quote(frames[item_id].label)
+            label = _dot_quote(graph.frame(item_id).label)
             lines.append(f"{pad}subgraph cluster_{clusters[item_id]} {{")
             lines.append(
                 f'{pad}  label={label}; style="dashed,rounded"; color="#8c8c8c"; '
@@ -81,7 +82,7 @@ def to_dot(
 
 
 def to_mermaid(
-    circuit: nn.Module,
+    circuit: Scope,
     show_repeats: bool = True,
     *,
     input_shape: Sequence[int] | Tensor | None = None,
@@ -102,13 +103,12 @@ def to_mermaid(
     graph = circuit_graph(circuit, show_repeats, input_shape)
     ids = _node_ids(graph)
     clusters = {frame.id: index for index, frame in enumerate(graph.frames)}
-    frames = {frame.id: frame for frame in graph.frames}
     lines = ["flowchart TB"]
     depth = 1
     for kind, item_id in graph.items:
         pad = "  " * depth
         if kind == "open":
-            label = _mermaid_quote(frames[item_id].label)
+            label = _mermaid_quote(graph.frame(item_id).label)
             lines.append(f"{pad}subgraph f{clusters[item_id]}[{label}]")
             depth += 1
         elif kind == "close":
@@ -174,7 +174,7 @@ def _mermaid_quote(text: str) -> str:
 
 def _mermaid_node(graph: Graph, node: GraphNode, node_id: str) -> str:
     if node.kind == "save":
-        skip = next(s for s in graph.skips if s.save == node.id)
+        skip = graph.skip_of(node.id)
         text = skip.label + (f"<br/>via {skip.transform}" if skip.transform else "")
         return f"{node_id}([{_mermaid_quote(text)}])"
     if node.kind == "merge":

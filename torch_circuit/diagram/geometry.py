@@ -1,0 +1,243 @@
+"""The geometry of a diagram: sizes in inches, and the records a layout is made of.
+
+Coordinates are in inches, ``x`` to the right and ``y`` downwards from the top-left corner, so
+a renderer at 1:1 scale gets text of the size the layout measured. Every record is frozen
+plain data: the layout tests check them as data, and every renderer only draws them.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+from typing import Literal
+
+from .describe import text_width
+from .graph import Graph, NodeKind
+
+__all__ = [
+    "Box",
+    "Edge",
+    "EdgeKind",
+    "Frame",
+    "Label",
+    "LabelKind",
+    "Layout",
+    "Mark",
+    "Point",
+    "TextFit",
+    "glyph_radius",
+    "mark_width",
+    "outline_bottom",
+    "outline_top",
+]
+
+Point = tuple[float, float]
+
+EdgeKind = Literal["flow", "skip"]
+"""A flow edge joins consecutive nodes; a skip runs from a save through its lane to reads."""
+
+LabelKind = Literal["frame", "skip", "shape"]
+"""What a label names: a frame, a skip (name, op, shape), or the tensor shape on an edge."""
+
+BOX_FONT = 8.0  # points: layer text
+SMALL_FONT = 7.0  # points: parameter counts, skip labels, frame labels, transforms
+SHAPE_FONT = 6.5  # points: tensor shapes on edges
+LINE_H = 0.14  # inches per text line in a box
+BOX_PAD_X = 0.12
+BOX_PAD_Y = 0.09
+MIN_BOX_W = 1.7
+MAX_BOX_W = 3.6
+GLYPH = 0.3  # save dots and merge circles sit in a GLYPH × GLYPH box
+DOT_R = 0.06
+MERGE_R = 0.14
+LABEL_INSET = 0.07  # from a glyph's edge to its skip label
+LABEL_CLEARANCE = 0.04  # between a skip label's end and lane 0
+MARK_CLEARANCE = 0.05  # between a transform mark and the glyph or lane beside it
+MARK_H = 0.18
+TRANSFORM_ROW = 0.56  # height of a save/merge row whose skip has a transform
+GAP = 0.34  # vertical room for an edge (and its shape label) between two rows
+FRAME_HEADER = 0.24
+FRAME_FOOTER = 0.14
+FRAME_PAD = 0.14  # horizontal room between nested frame borders
+LANE_MARGIN = 0.24  # from the right side of the boxes to the first lane
+LANE_GAP = 0.16
+TOP = 0.36  # room above the first row, for edges that wrap to the next column
+BOTTOM = 0.3
+COLUMN_GUTTER = 0.5
+RIGHT_PAD = 0.2
+WRAP_Y = 0.16  # the height of the edges that wrap to the next column
+MIN_WRAP_HEIGHT = 14.0  # inches: a diagram shorter than this stays in one column
+
+
+@dataclass(frozen=True)
+class Box:
+    """A node's rectangle (top-left ``x``, ``y``), its text lines and colour family."""
+
+    id: str
+    kind: NodeKind
+    x: float
+    y: float
+    w: float
+    h: float
+    lines: tuple[str, ...]
+    family: str
+    column: int
+
+    @property
+    def cx(self) -> float:
+        return self.x + self.w / 2
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.h / 2
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A block's frame; ``label`` sits in its header, inside its top-left corner."""
+
+    id: str
+    label: str
+    x: float
+    y: float
+    w: float
+    h: float
+    depth: int
+    parent: str | None
+    column: int
+
+
+@dataclass(frozen=True)
+class Label:
+    """Text placed at (``x``, ``y``); ``ha``/``va`` as in matplotlib; ``kind`` styles it."""
+
+    x: float
+    y: float
+    text: str
+    kind: LabelKind
+    size: float
+    ha: Literal["left", "center", "right"] = "left"
+    va: Literal["top", "center", "bottom"] = "center"
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """An estimated ``(x0, y0, x1, y1)`` of the text."""
+        w = text_width(self.text, self.size)
+        h = self.size / 72 * 1.25
+        x0 = {"left": self.x, "center": self.x - w / 2, "right": self.x - w}[self.ha]
+        y0 = {"top": self.y, "center": self.y - h / 2, "bottom": self.y - h}[self.va]
+        return (x0, y0, x0 + w, y0 + h)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A transform drawn on a skip edge: a small box centred on the edge's line."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A flow edge (``kind="flow"``) or a skip (``kind="skip"``).
+
+    ``paths`` are polylines of axis-aligned segments, each ending at a target with an arrow;
+    a skip's first path runs from its save through its lane to its last reader, the others
+    branch off the lane to earlier readers. ``lane`` is the skip's lane (``None`` for flow).
+    """
+
+    id: str
+    kind: EdgeKind
+    source: str
+    targets: tuple[str, ...]
+    paths: tuple[tuple[Point, ...], ...]
+    lane: int | None
+    labels: tuple[Label, ...]
+    marks: tuple[Mark, ...]
+
+    def segments(self) -> list[tuple[Point, Point]]:
+        return [(a, b) for path in self.paths for a, b in itertools.pairwise(path)]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything a renderer draws, in inches; ``width`` × ``height`` is the natural size."""
+
+    width: float
+    height: float
+    boxes: tuple[Box, ...]
+    frames: tuple[Frame, ...]
+    edges: tuple[Edge, ...]
+    labels: tuple[Label, ...]
+    columns: int
+    graph: Graph
+
+    def box(self, box_id: str) -> Box:
+        """The box of the node whose occurrence path is ``box_id``."""
+        box = self._boxes_by_id.get(box_id)
+        if box is None:
+            raise KeyError(f"no box {box_id!r} in this layout")
+        return box
+
+    @functools.cached_property
+    def _boxes_by_id(self) -> dict[str, Box]:
+        return {box.id: box for box in self.boxes}
+
+
+FitKind = Literal["box", "skip", "mark", "frame"]
+
+
+@dataclass(frozen=True)
+class TextFit:
+    """How much text fits where, once the one box width of a diagram is known."""
+
+    box_w: float
+
+    def fit(self, text: str, kind: FitKind, name: int | None = None) -> str:
+        """``text`` cut short with an ellipsis where even the widest box leaves no room.
+
+        ``kind`` is where the text goes: in a box, on a skip's line, in a transform mark, or
+        in a frame's header. With ``name``, only ``text[:name]`` (a name) is cut and the rest
+        (an op, a shape) is kept whole.
+        """
+        half = self.box_w / 2 + LANE_MARGIN - MERGE_R
+        room = {
+            "box": (self.box_w - 2 * BOX_PAD_X, BOX_FONT),
+            "skip": (half - LABEL_INSET - LABEL_CLEARANCE, SMALL_FONT),
+            "mark": (half - 2 * MARK_CLEARANCE - 0.1, SMALL_FONT),
+            "frame": (self.box_w / 2 - 0.1, SMALL_FONT),
+        }
+        width, size = room[kind]
+        if text_width(text, size) <= width + 1e-9:
+            return text
+        keep = max(1, int(width / text_width("x", size)) - 1)
+        if name is None:
+            return text[:keep] + "…"
+        tail = text[name:]
+        return text[: max(1, min(name, keep - len(tail)))] + "…" + tail
+
+
+def mark_width(text: str) -> float:
+    """The width of a transform mark holding ``text``."""
+    return text_width(text, SMALL_FONT) + 0.1
+
+
+def glyph_radius(box: Box) -> float | None:
+    """The radius of a save's dot or a read's circle; ``None`` for a box."""
+    return {"save": DOT_R, "merge": MERGE_R}.get(box.kind)
+
+
+def outline_top(box: Box) -> float:
+    """Where an edge arriving from above meets ``box``'s drawn outline."""
+    radius = glyph_radius(box)
+    return box.y if radius is None else box.cy - radius
+
+
+def outline_bottom(box: Box) -> float:
+    """Where an edge leaves ``box``'s drawn outline downwards."""
+    radius = glyph_radius(box)
+    return box.y + box.h if radius is None else box.cy + radius
