@@ -287,3 +287,33 @@ def test_a_script_folder_loads_by_path_and_the_dotted_form_says_so(
         "No module named 'helper_xyz'. To load scripts/model_xyz.py as a script, with the "
         "modules beside it importable, name the file: scripts/model_xyz.py:FACTORY."
     )
+
+
+def test_an_unexpected_error_keeps_its_traceback(
+    models_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only an input shape the model cannot take is reported in one line; a bug is not hidden.
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in the renderer")
+
+    monkeypatch.setattr(Circuit, "visualize", broken)
+    argv = [
+        "draw",
+        f"{models_file}:small",
+        "-o",
+        str(tmp_path / "a.svg"),
+        "--input-shape",
+        "1,3,8,8",
+    ]
+    with pytest.raises(RuntimeError, match="a bug in the renderer"):
+        main(argv)
+
+
+def test_draw_does_not_import_pyplot(models_file: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; from torch_circuit.cli import main; "
+        f"main(['draw', {str(models_file) + ':small'!r}, '-o', {str(tmp_path / 'a.svg')!r}]); "
+        "print('matplotlib.pyplot' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"

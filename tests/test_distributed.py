@@ -398,3 +398,24 @@ def test_example_trains_under_torchrun(tmp_path: Path) -> None:
     assert process.returncode == 0, output
     for mode in ("ddp", "fsdp", "pipeline"):
         assert f"[{mode}] step 3" in output, output
+
+
+def test_a_stage_block_iterates_indexes_and_prints_what_it_holds() -> None:
+    model = workers.skip_circuit()
+    first, second = split(model, at=["body.2"])
+    head, tail = first.get_submodule("body"), second.get_submodule("body")
+    assert [list(b.indices) for b in (head, tail)] == [[0, 1], [2]]
+    assert list(head) == [model.body[0], model.body[1]]
+    assert len(tail) == 1 and tail[2] is model.body[2]
+    with pytest.raises(IndexError, match=r"repeat 0 of block 'body' does not run here; this"):
+        tail[0]
+    assert repr(tail).startswith("Block('body' ×3, this stage: repeat 2)(")
+    assert repr(head).startswith("Block('body' ×3, this stage: repeats 0-1)(")
+
+
+def test_a_stage_block_cut_inside_a_repeat_holds_the_part() -> None:
+    model = workers.skip_circuit()
+    first, second = split(model, at=["body.1.7"])
+    head, tail = first.get_submodule("body"), second.get_submodule("body")
+    assert head.indices == (0,) and tail.indices == (2,)  # repeat 1 runs step by step
+    assert "(1): _Part(" in repr(head) and "(1): _Part(" in repr(tail)

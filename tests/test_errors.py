@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -353,3 +354,69 @@ def test_unused_save_is_skipped_at_run_time() -> None:
         model = Circuit(SaveInput("x", transform=Spy()), lin())
     model(torch.zeros(1, 4))
     assert calls == []
+
+
+# --- Hints for the mistakes a new user makes first ---
+
+
+def test_a_misspelt_skip_name_gets_did_you_mean() -> None:
+    with pytest.raises(ValueError, match=re.escape("Did you mean 'residual'?")) as info:
+        Circuit(SaveInput("residual"), lin(), GetInput("residul"))
+    assert "GetInput('residul') at position 2" in str(info.value)
+
+
+def test_a_read_before_its_save_says_the_save_comes_later() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape("SaveInput('x') comes later, at position 2; move it before position 1."),
+    ):
+        Circuit(lin(), GetInput("x"), SaveInput("x"), lin())
+
+
+def test_a_read_after_the_block_of_its_save_names_the_block() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "SaveInput('r') at position 1 is inside block 'b', which ends at position 4"
+        ),
+    ):
+        Circuit(StartBlock("b"), SaveInput("r"), lin(), GetInput("r"), EndBlock("b"), GetInput("r"))
+
+
+@pytest.mark.parametrize("container", [nn.Sequential, lambda *m: nn.ModuleList(m)])
+def test_markers_inside_a_container_are_an_error_at_construction(container: Any) -> None:
+    inner = container(SaveInput("r"), lin(), GetInput("r"))
+    kind = type(inner).__name__
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            f"position 1 is a {kind} holding SaveInput('r') (as 0); markers only work in the "
+            f"Circuit's own list, not inside a {kind}. Splice the container's items in with *, "
+            f"e.g. Circuit(*{kind.lower()})"
+        ),
+    ):
+        Circuit(lin(), inner)
+    assert Circuit(lin(), *inner)(torch.randn(2, 4)).shape == (2, 4)  # the fix works
+
+
+def test_markers_deep_inside_a_container_are_found() -> None:
+    inner = nn.Sequential(nn.Sequential(lin(), GetInput("r")))
+    with pytest.raises(TypeError, match=re.escape("holding GetInput('r', op=add) (as 0.1)")):
+        Circuit(SaveInput("r"), inner)
+
+
+def test_a_circuit_inside_a_circuit_keeps_its_markers() -> None:
+    inner = Circuit(SaveInput("r"), lin(), GetInput("r"))
+    assert Circuit(nn.Sequential(inner), lin())(torch.randn(2, 4)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("layers", [[nn.ReLU(), nn.ReLU()], (nn.ReLU(),)])
+def test_a_list_of_layers_suggests_unpacking(layers: Any) -> None:
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            f"position 0 is a {type(layers).__name__} of {len(layers)} items, not a layer; "
+            "pass the layers themselves, e.g. Circuit(*layers)."
+        ),
+    ):
+        Circuit(layers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -251,3 +252,23 @@ def test_block_indexes_its_repeats_like_a_module_list() -> None:
     shared = quickstart(share_weights=True)
     assert len(shared.resnet) == 3
     assert shared.resnet[2] is shared.resnet[0]
+
+
+def test_block_slices_like_a_module_list() -> None:
+    model = quickstart()
+    tail = model.resnet[1:]
+    assert isinstance(tail, nn.ModuleList)
+    assert list(tail) == [model.resnet[1], model.resnet[2]]
+    assert list(model.resnet[::-1]) == list(reversed(list(model.resnet)))
+    tail.requires_grad_(False)  # e.g. freezing the later repeats
+    assert all(p.requires_grad for p in model.resnet[0].parameters())
+    assert not any(p.requires_grad for p in model.resnet[2].parameters())
+
+
+def test_block_index_errors_name_the_block() -> None:
+    model = quickstart()
+    assert model.resnet[-1] is model.resnet[2]
+    with pytest.raises(IndexError, match=r"block 'resnet' has repeats 0 to 2; repeat 3 does not"):
+        model.resnet[3]
+    with pytest.raises(TypeError, match=r"block 'resnet' is indexed by repeat \(an int\) or a"):
+        model.resnet["1"]  # type: ignore[call-overload]

@@ -17,8 +17,8 @@ from matplotlib.patches import FancyBboxPatch
 from torch import nn
 
 from torch_circuit import Circuit
-from torch_circuit.diagram.layout import layout_circuit
 from torch_circuit.diagram.files import FORMATS
+from torch_circuit.diagram.layout import layout_circuit
 from torch_circuit.diagram.render import draw_layout, notebook_svg, visualize
 from torch_circuit.shapes import ShapeError
 

@@ -20,7 +20,7 @@ __all__ = ["Block", "Repeat", "Scope", "build_block", "fresh_copy", "structural_
 
 
 class Scope(nn.Module):
-    """A module that runs a compiled scope: the top level of a ``Circuit``, or one repeat.
+    """A module that runs a compiled scope: the top level of a `Circuit`, or one repeat.
 
     Its children are the scope's layers, markers and blocks, registered in forward order under
     their argument positions (blocks under their names).
@@ -41,12 +41,12 @@ class Scope(nn.Module):
 
     @property
     def nodes(self) -> tuple[Node, ...]:
-        """The declared structure of this scope, as plain data (see ``torch_circuit.nodes``)."""
+        """The declared structure of this scope, as plain data (see `torch_circuit.nodes`)."""
         return self._nodes
 
     @property
     def steps(self) -> tuple[Step, ...]:
-        """The steps ``forward`` runs, in order (see ``torch_circuit.program``)."""
+        """The steps `forward` runs, in order (see `torch_circuit.program`)."""
         return self._steps
 
     @property
@@ -60,38 +60,38 @@ class Scope(nn.Module):
         return self._num_captures + self._num_locals
 
     def run_steps(self, steps: Sequence[Step], x: Any, frame: list[Any]) -> Any:
-        """Run ``steps`` (some of ``self.steps``) on ``x`` with the skips in ``frame``."""
+        """Run `steps` (some of `self.steps`) on `x` with the skips in `frame`."""
         return run(steps, self._modules, x, frame)
 
 
 class Repeat(Scope):
-    """One repeat of a block body; ``forward`` takes the outer skips the body reads."""
+    """One repeat of a block body; `forward` takes the outer skips the body reads."""
 
     def __init__(self, plan: ScopePlan) -> None:
         super().__init__()
         self._build(plan)
 
     def forward(self, x: Any, *captured: Any) -> Any:
-        """Run the body on ``x``; ``captured`` are the outer skips it reads, in plan order."""
+        """Run the body on `x`; `captured` are the outer skips it reads, in plan order."""
         return run(self._steps, self._modules, x, [*captured, *([None] * self._num_locals)])
 
 
 class Block(nn.Module):
     """A block of repeats, independent or sharing one set of weights.
 
-    Repeats are registered as children ``"0"``, ``"1"``, ... (only ``"0"`` when shared), so a
-    layer of repeat 1 has a key like ``stage.1.5.weight``. A ``Block`` indexes, iterates and
-    slices like an ``nn.ModuleList`` of the repeats it runs: ``model.stage[1]`` is the module
+    Repeats are registered as children `"0"`, `"1"`, ... (only `"0"` when shared), so a
+    layer of repeat 1 has a key like `stage.1.5.weight`. A `Block` indexes, iterates and
+    slices like an `nn.ModuleList` of the repeats it runs: `model.stage[1]` is the module
     of repeat 1 (the one shared module for every index when weights are tied).
 
-    A ``Circuit`` builds its blocks with ``build_block``; a pipeline stage builds one holding
+    A `Circuit` builds its blocks with `build_block`; a pipeline stage builds one holding
     only the repeats that stage runs.
 
     Args:
         node: the block's declaration.
         children: the modules to register, by key (repeat modules, or parts of repeats that
             a pipeline stage runs step by step).
-        runs: the repeats ``forward`` runs, in order, as ``(repeat index, child key)``.
+        runs: the repeats `forward` runs, in order, as `(repeat index, child key)`.
     """
 
     def __init__(
@@ -130,7 +130,7 @@ class Block(nn.Module):
 
     @property
     def indices(self) -> tuple[int, ...]:
-        """The repeats ``forward`` runs: ``0 .. num_repeats - 1``, or a pipeline stage's."""
+        """The repeats `forward` runs: `0 .. num_repeats - 1`, or a pipeline stage's."""
         return tuple(index for index, _ in self._runs)
 
     def __len__(self) -> int:
@@ -148,7 +148,7 @@ class Block(nn.Module):
     def __getitem__(self, index: slice) -> nn.ModuleList: ...
 
     def __getitem__(self, index: int | slice) -> nn.Module | nn.ModuleList:
-        """The module that runs repeat ``index``; a slice gives an ``nn.ModuleList`` of them."""
+        """The module that runs repeat `index`; a slice gives an `nn.ModuleList` of them."""
         if isinstance(index, slice):
             return nn.ModuleList(list(self)[index])
         if isinstance(index, bool) or not isinstance(index, int):
@@ -179,7 +179,7 @@ class Block(nn.Module):
         return module
 
     def forward(self, x: Any, *captured: Any) -> Any:
-        """Run the repeats in turn on ``x``; ``captured`` are the outer skips the body reads."""
+        """Run the repeats in turn on `x`; `captured` are the outer skips the body reads."""
         modules = self._modules
         checkpointed = self._node.checkpoint
         for index, key in self._runs:
@@ -225,7 +225,7 @@ class Block(nn.Module):
 
 
 def build_block(plan: BlockPlan) -> Block:
-    """The ``Block`` a circuit holds for ``plan``: repeat 0 built from the modules passed in,
+    """The `Block` a circuit holds for `plan`: repeat 0 built from the modules passed in,
     the others fresh copies of it (or repeat 0 alone, run every time, if weights are shared)."""
     node = plan.node
     first = Repeat(plan.body)
@@ -238,7 +238,7 @@ def build_block(plan: BlockPlan) -> Block:
 
 
 def _ranges(indices: Sequence[int]) -> str:
-    """``[2, 3]`` -> ``"repeats 2-3"``; ``[1]`` -> ``"repeat 1"``."""
+    """`[2, 3]` -> `"repeats 2-3"`; `[1]` -> `"repeat 1"`."""
     if not indices:
         return ""
     if len(indices) == 1:
@@ -250,7 +250,7 @@ def _recompute(module: nn.Module) -> dict[str, Any]:
     """Checkpoint options that undo a recompute's buffer updates (BatchNorm statistics).
 
     The forward pass already updated the buffers once; the recompute during backward must not
-    update them again. Under ``torch.compile`` the recompute is functional and leaves them be.
+    update them again. Under `torch.compile` the recompute is functional and leaves them be.
     """
     if torch.compiler.is_compiling() or next(module.buffers(), None) is None:
         return {}
@@ -273,12 +273,12 @@ def _restoring_buffers(module: nn.Module) -> Iterator[None]:
 
 
 def fresh_copy(module: nn.Module) -> nn.Module:
-    """A deep copy of ``module`` with every submodule re-initialised, as if built anew.
+    """A deep copy of `module` with every submodule re-initialised, as if built anew.
 
-    Modules are reset children first, the order in which ``__init__`` methods initialise them,
-    so a parent's own initialisation (``nn.MultiheadAttention`` zeroing ``out_proj.bias``)
-    has the last word. A parameter owned by a module with neither ``reset_parameters`` nor
-    ``_reset_parameters`` keeps the values it was copied with.
+    Modules are reset children first, the order in which `__init__` methods initialise them,
+    so a parent's own initialisation (`nn.MultiheadAttention` zeroing `out_proj.bias`)
+    has the last word. A parameter owned by a module with neither `reset_parameters` nor
+    `_reset_parameters` keeps the values it was copied with.
     """
     # Plans are immutable: share them, so every repeat runs the very same steps (and
     # regional compilation reuses one compiled body for all of them).
@@ -298,14 +298,14 @@ _COPY_PROTOCOL = ("__getstate__", "__setstate__", "__reduce_ex__", "__reduce__",
 
 
 def structural_copy(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Module:
-    """``copy.deepcopy(module, memo)``, several times faster on plain modules.
+    """`copy.deepcopy(module, memo)`, several times faster on plain modules.
 
-    ``deepcopy`` rebuilds each of a module's dozen (mostly empty) hook dictionaries through the
+    `deepcopy` rebuilds each of a module's dozen (mostly empty) hook dictionaries through the
     pickle protocol, which makes building many repeats slow. Here each submodule's attribute
     dictionary is copied entry by entry: scalars are shared, empty containers made anew, and
-    everything else (parameters, buffers, non-empty hooks, other state) goes to ``deepcopy``
-    with the same ``memo``, so sharing within the module is kept. A class that customises how
-    it is copied or pickled, or uses ``__slots__``, is handed to ``deepcopy`` whole.
+    everything else (parameters, buffers, non-empty hooks, other state) goes to `deepcopy`
+    with the same `memo`, so sharing within the module is kept. A class that customises how
+    it is copied or pickled, or uses `__slots__`, is handed to `deepcopy` whole.
     """
     memo = {} if memo is None else memo
     if id(module) in memo:

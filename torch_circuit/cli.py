@@ -1,11 +1,11 @@
-"""The ``torch-circuit`` console command: draw or summarise a model without writing a script.
+"""The `torch-circuit` console command: draw or summarise a model without writing a script.
 
-``MODULE:FACTORY`` names a function that takes no arguments and returns a ``Circuit``.
-``MODULE`` is a dotted module name importable from the current folder
-(``mypkg.models``) or a path to a Python file (``examples/resnet_mnist.py``), which is run
-like a script: its folder goes first on ``sys.path``.
+`MODULE:FACTORY` names a function that takes no arguments and returns a `Circuit`.
+`MODULE` is a dotted module name importable from the current folder
+(`mypkg.models`) or a path to a Python file (`examples/resnet_mnist.py`), which is run
+like a script: its folder goes first on `sys.path`.
 
-Example::
+Example:
 
     $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.pdf
     $ torch-circuit draw mypkg.models:make_unet -o unet.png --expanded
@@ -24,10 +24,10 @@ from pathlib import Path
 from types import ModuleType
 
 from .circuit import Circuit
+from .diagram.files import FORMATS
+from .shapes import ShapeError
 
 __all__ = ["CommandError", "load_circuit", "main"]
-
-DIAGRAM_SUFFIXES = (".pdf", ".png", ".svg")
 
 
 class CommandError(Exception):
@@ -35,17 +35,17 @@ class CommandError(Exception):
 
 
 def load_circuit(spec: str) -> Circuit:
-    """Import ``MODULE:FACTORY``, call the factory with no arguments and return its ``Circuit``.
+    """Import `MODULE:FACTORY`, call the factory with no arguments and return its `Circuit`.
 
     Args:
-        spec: ``module.name:factory`` or ``path/to/file.py:factory``. An attribute that is
-            already a ``Circuit`` is returned as it is.
+        spec: `module.name:factory` or `path/to/file.py:factory`. An attribute that is
+            already a `Circuit` is returned as it is.
 
     Raises:
         CommandError: the spec is malformed, the module does not import, the factory is
-            missing or fails, or it returns something other than a ``Circuit``.
+            missing or fails, or it returns something other than a `Circuit`.
 
-    Example::
+    Example:
 
         >>> model = load_circuit("examples/resnet_mnist.py:build_circuit")
     """
@@ -90,7 +90,7 @@ def load_circuit(spec: str) -> Circuit:
 
 
 def _import(module_name: str) -> ModuleType:
-    """Import a dotted module name from the current folder, or a ``.py`` file by path."""
+    """Import a dotted module name from the current folder, or a `.py` file by path."""
     is_path = module_name.endswith(".py") or "/" in module_name or "\\" in module_name
     try:
         if is_path:
@@ -132,7 +132,7 @@ def _import_file(path: Path) -> ModuleType:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1,3,32,32"`` (or ``"1x3x32x32"``) -> ``(1, 3, 32, 32)``."""
+    """`"1,3,32,32"` (or `"1x3x32x32"`) -> `(1, 3, 32, 32)`."""
     parts = text.replace("x", ",").split(",")
     try:
         shape = tuple(int(part) for part in parts)
@@ -146,7 +146,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``torch-circuit`` and its ``draw`` and ``summary`` commands."""
+    """The argument parser of `torch-circuit` and its `draw` and `summary` commands."""
     parser = argparse.ArgumentParser(
         prog="torch-circuit",
         description="Draw or summarise a Circuit returned by a factory function.",
@@ -191,20 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
 def run_draw(
     model: Circuit, output: Path, expanded: bool, input_shape: Sequence[int] | None
 ) -> str:
-    """Save the diagram to ``output``; return the line to print."""
-    if output.suffix.lower() not in DIAGRAM_SUFFIXES:
+    """Save the diagram to `output`; return the line to print."""
+    if output.suffix.lower() not in FORMATS:
         raise CommandError(
-            f"cannot tell the format of {str(output)!r}: end the file name in "
-            f"{', '.join(DIAGRAM_SUFFIXES)}."
+            f"cannot tell the format of {str(output)!r}: end the file name in {', '.join(FORMATS)}."
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     with _shape_errors(input_shape):
-        figure = model.visualize(
-            save_path=str(output), show_repeats=not expanded, input_shape=input_shape
-        )
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
+        model.visualize(save_path=str(output), show_repeats=not expanded, input_shape=input_shape)
     return f"saved {output}"
 
 
@@ -216,11 +210,12 @@ def run_summary(model: Circuit, input_shape: Sequence[int] | None) -> str:
 
 @contextlib.contextmanager
 def _shape_errors(input_shape: Sequence[int] | None) -> Iterator[None]:
-    """Report a forward pass that fails on ``--input-shape`` (most likely the wrong shape)."""
+    """Report in one line an `--input-shape` the model cannot take; anything else keeps its
+    traceback (a bug, not a mistake on the command line)."""
     try:
         yield
-    except (RuntimeError, ValueError, TypeError) as error:
-        if input_shape is None:
+    except ShapeError as error:
+        if input_shape is None:  # pragma: no cover - shapes are only traced with a shape
             raise
         lines = str(error).splitlines() or [type(error).__name__]
         raise CommandError(
@@ -229,9 +224,9 @@ def _shape_errors(input_shape: Sequence[int] | None) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``torch-circuit``; return the exit status (0 on success, 1 on an expected mistake).
+    """Run `torch-circuit`; return the exit status (0 on success, 1 on an expected mistake).
 
-    Argument errors exit with status 2 through ``argparse``.
+    Argument errors exit with status 2 through `argparse`.
     """
     args = build_parser().parse_args(argv)
     try:

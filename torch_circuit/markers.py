@@ -1,11 +1,12 @@
-"""The markers that structure a ``Circuit``'s flat layer list, and ``LambdaLayer``.
+"""The markers that structure a `Circuit`'s flat layer list, and `LambdaLayer`.
 
-Markers record intent only; ``Circuit`` validates them (so an error can name the marker's
+Markers record intent only; `Circuit` validates them (so an error can name the marker's
 position in the argument list) and turns them into a plan when it is built.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -25,14 +26,14 @@ def _marker_forward_error(marker: nn.Module) -> RuntimeError:
 
 
 class SaveInput(nn.Module):
-    """Remember the current tensor under ``name`` for a later ``GetInput(name)``.
+    """Remember the current tensor under `name` for a later `GetInput(name)`.
 
     Args:
-        name: the skip's name; scoped like a variable (see ``GetInput``).
+        name: the skip's name; scoped like a variable (see `GetInput`).
         transform: an optional module applied to the tensor at save time, e.g. a 1x1 conv
             projection. It is a real submodule: trained, saved and copied per repeat.
 
-    Example::
+    Example:
 
         >>> Circuit(SaveInput("x"), nn.Linear(8, 8), GetInput("x"))
     """
@@ -43,7 +44,7 @@ class SaveInput(nn.Module):
         self.transform = transform
 
     def capture(self, x: Tensor) -> Tensor:
-        """The value this save stores: ``transform(x)``, or ``x`` itself."""
+        """The value this save stores: `transform(x)`, or `x` itself."""
         transform = self.transform
         return x if transform is None else transform(x)
 
@@ -55,19 +56,19 @@ class SaveInput(nn.Module):
 
 
 class GetInput(nn.Module):
-    """Combine the current tensor with the one saved under ``name``: ``op(x, transform(saved))``.
+    """Combine the current tensor with the one saved under `name`: `op(x, transform(saved))`.
 
-    The name resolves to the nearest earlier ``SaveInput(name)`` in the same repeat of the same
+    The name resolves to the nearest earlier `SaveInput(name)` in the same repeat of the same
     block, else in the enclosing block, out to the top level.
 
     Args:
-        name: the name of an earlier ``SaveInput``.
-        op: any callable ``(current, saved) -> Tensor`` (a function, a lambda, an
-            ``nn.Module``), ``torch.cat``, or one of ``"add"``, ``"mul"``, ``"cat"``. ``cat``
+        name: the name of an earlier `SaveInput`.
+        op: any callable `(current, saved) -> Tensor` (a function, a lambda, an
+            `nn.Module`), `torch.cat`, or one of `"add"`, `"mul"`, `"cat"`. `cat`
             concatenates on dim 1, current first.
-        transform: an optional module applied to the saved tensor before ``op``.
+        transform: an optional module applied to the saved tensor before `op`.
 
-    Example::
+    Example:
 
         >>> GetInput("residual")                 # x + residual
         >>> GetInput("enc1", op="cat")           # U-Net: torch.cat((x, enc1), dim=1)
@@ -86,11 +87,11 @@ class GetInput(nn.Module):
 
     @property
     def op_name(self) -> str:
-        """``add``, ``mul``, ``cat``, or the name of the function or module used as op."""
+        """`add`, `mul`, `cat`, or the name of the function or module used as op."""
         return op_name(self.op)
 
     def combine(self, x: Tensor, saved: Tensor) -> Tensor:
-        """Apply this read to the current tensor ``x`` and the saved value."""
+        """Apply this read to the current tensor `x` and the saved value."""
         transform = self.transform
         if transform is not None:
             saved = transform(saved)
@@ -104,20 +105,39 @@ class GetInput(nn.Module):
         return f"{self.name!r}, op={self.op_name}"
 
 
+def _show_default(function: Callable[..., Any], name: str, text: str) -> None:
+    """Show the default of `name` in `function`'s signature as `text` (in `help()`),
+    instead of the default's own repr (`<built-in method add ...>`)."""
+
+    class Shown:
+        def __repr__(self) -> str:
+            return text
+
+    signature = inspect.signature(function)
+    parameters = [
+        parameter.replace(default=Shown()) if parameter.name == name else parameter
+        for parameter in signature.parameters.values()
+    ]
+    function.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+
+
+_show_default(GetInput.__init__, "op", "torch.add")
+
+
 class StartBlock:
-    """Open a block that ends at the matching ``EndBlock(name)`` and runs ``num_repeats`` times.
+    """Open a block that ends at the matching `EndBlock(name)` and runs `num_repeats` times.
 
     Args:
-        name: the block's name; it keys the block's parameters in the ``state_dict``, so it
+        name: the block's name; it keys the block's parameters in the `state_dict`, so it
             must be a Python identifier, distinct from its sibling blocks' names.
         num_repeats: how many times the block body runs.
-        share_weights: if ``False`` (default) each repeat is an independent, freshly
-            initialised copy of the body; if ``True`` one set of modules runs every repeat.
-        checkpoint: if ``True``, each repeat's activations are recomputed during backward
-            instead of kept (``torch.utils.checkpoint`` with ``use_reentrant=False``),
+        share_weights: if `False` (default) each repeat is an independent, freshly
+            initialised copy of the body; if `True` one set of modules runs every repeat.
+        checkpoint: if `True`, each repeat's activations are recomputed during backward
+            instead of kept (`torch.utils.checkpoint` with `use_reentrant=False`),
             trading compute for memory; BatchNorm running statistics are updated once.
 
-    Example::
+    Example:
 
         >>> StartBlock("stage", num_repeats=3)
         >>> StartBlock("layer", num_repeats=12, checkpoint=True)
@@ -143,9 +163,9 @@ class StartBlock:
 
 
 class EndBlock:
-    """Close the block opened by ``StartBlock(name)``.
+    """Close the block opened by `StartBlock(name)`.
 
-    Example::
+    Example:
 
         >>> EndBlock("stage")
     """
@@ -160,12 +180,12 @@ class EndBlock:
 class LambdaLayer(nn.Module):
     """Wrap a plain function of one tensor as a layer.
 
-    ``Circuit`` wraps plain callables in its layer list this way by itself.
+    `Circuit` wraps plain callables in its layer list this way by itself.
 
     Args:
         fn: a callable taking the current tensor and returning the next one.
 
-    Example::
+    Example:
 
         >>> LambdaLayer(torch.flatten)
     """

@@ -1,10 +1,10 @@
-"""The declared structure of a ``Circuit`` as plain data, and the one walk over it.
+"""The declared structure of a `Circuit` as plain data, and the one walk over it.
 
-``model.nodes`` holds a node per item of the top-level layer list (a ``BlockNode`` holds its
-body's nodes). ``walk`` visits them in forward order, every repeat of every block (or each
+`model.nodes` holds a node per item of the top-level layer list (a `BlockNode` holds its
+body's nodes). `walk` visits them in forward order, every repeat of every block (or each
 block once, folded), and gives each node the module that runs there, its occurrence path, the
 frames around it and, for a read, the occurrences of the saves it reads. Shapes, summaries and
-diagrams are all driven by ``walk``; none of them computes paths or keys itself.
+diagrams are all driven by `walk`; none of them computes paths or keys itself.
 
 This module imports nothing else of the package, so every other module may import it.
 """
@@ -36,7 +36,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LayerNode:
-    """A layer at ``position`` in the argument list, registered under ``key``."""
+    """A layer at `position` in the argument list, registered under `key`."""
 
     position: int
     key: str
@@ -44,7 +44,7 @@ class LayerNode:
 
 @dataclass(frozen=True)
 class SaveNode:
-    """A ``SaveInput``; ``readers`` are the positions of the ``GetInput``s that read it."""
+    """A `SaveInput`; `readers` are the positions of the `GetInput`s that read it."""
 
     position: int
     key: str
@@ -54,7 +54,7 @@ class SaveNode:
 
 @dataclass(frozen=True)
 class ReadNode:
-    """A ``GetInput``; ``source`` is the position of the ``SaveInput`` it reads."""
+    """A `GetInput`; `source` is the position of the `SaveInput` it reads."""
 
     position: int
     key: str
@@ -65,7 +65,7 @@ class ReadNode:
 
 @dataclass(frozen=True)
 class BlockNode:
-    """A block from its ``StartBlock`` at ``position`` to its ``EndBlock`` at ``end``."""
+    """A block from its `StartBlock` at `position` to its `EndBlock` at `end`."""
 
     position: int
     end: int
@@ -77,7 +77,7 @@ class BlockNode:
     body: tuple[Node, ...]
 
     def repeat_key(self, repeat: int) -> str:
-        """The key of the module that runs ``repeat`` (``"0"`` for every repeat if shared)."""
+        """The key of the module that runs `repeat` (`"0"` for every repeat if shared)."""
         return "0" if self.share_weights else str(repeat)
 
 
@@ -86,7 +86,7 @@ LeafNode = LayerNode | SaveNode | ReadNode
 
 
 class Structured(Protocol):
-    """What ``walk`` needs of a circuit: its nodes, and its modules by key."""
+    """What `walk` needs of a circuit: its nodes, and its modules by key."""
 
     @property
     def nodes(self) -> tuple[Node, ...]: ...
@@ -96,11 +96,11 @@ class Structured(Protocol):
 
 @dataclass(frozen=True)
 class Frame:
-    """One block as the walk enters it: folded (``repeat is None``) or one of its repeats.
+    """One block as the walk enters it: folded (`repeat is None`) or one of its repeats.
 
-    ``path`` is the block's occurrence path (``"stage"``, ``"outer.1.inner"``) and ``key``
-    the key of its ``Block`` module (the same unless an enclosing block shares weights:
-    ``"outer.0.inner"``). ``depth`` counts the frames around it plus one; ``parent`` is the
+    `path` is the block's occurrence path (`"stage"`, `"outer.1.inner"`) and `key`
+    the key of its `Block` module (the same unless an enclosing block shares weights:
+    `"outer.0.inner"`). `depth` counts the frames around it plus one; `parent` is the
     id of the enclosing frame.
     """
 
@@ -113,7 +113,7 @@ class Frame:
 
     @property
     def id(self) -> str:
-        """``path`` when folded, ``path.repeat`` for one repeat."""
+        """`path` when folded, `path.repeat` for one repeat."""
         return self.path if self.repeat is None else f"{self.path}.{self.repeat}"
 
     @property
@@ -126,10 +126,10 @@ class Frame:
 class Visit:
     """A layer, save or read as the walk meets it.
 
-    ``path`` names this occurrence (``"stage.1.5"``: position 5 in repeat 1 of ``stage``;
-    folded, every path is repeat 0's); ``key`` is the module's key (``get_submodule(key)``),
-    the same path except inside blocks with shared weights; ``frames`` are the frames around
-    it, outermost first; ``sources`` are, for a read, the paths of the saves it reads.
+    `path` names this occurrence (`"stage.1.5"`: position 5 in repeat 1 of `stage`;
+    folded, every path is repeat 0's); `key` is the module's key (`get_submodule(key)`),
+    the same path except inside blocks with shared weights; `frames` are the frames around
+    it, outermost first; `sources` are, for a read, the paths of the saves it reads.
     """
 
     node: LeafNode
@@ -142,14 +142,14 @@ class Visit:
 
 @dataclass(frozen=True)
 class Enter:
-    """The walk enters ``frame``: a folded block, or one repeat of it."""
+    """The walk enters `frame`: a folded block, or one repeat of it."""
 
     frame: Frame
 
 
 @dataclass(frozen=True)
 class Exit:
-    """The walk leaves ``frame``; after the last repeat the block's output is the flow's."""
+    """The walk leaves `frame`; after the last repeat the block's output is the flow's."""
 
     frame: Frame
 
@@ -164,17 +164,17 @@ Event = Visit | Enter | Exit
 
 
 def walk(circuit: Structured, *, folded: bool = False) -> Iterator[Event]:
-    """Every node of ``circuit`` in forward order, with blocks' frames entered and left.
+    """Every node of `circuit` in forward order, with blocks' frames entered and left.
 
     Args:
-        circuit: a ``Circuit`` (anything with ``nodes`` and ``get_submodule``).
-        folded: ``True`` enters each block once (``Frame.repeat is None``, paths of repeat
-            0); ``False`` enters every repeat of every block.
+        circuit: a `Circuit` (anything with `nodes` and `get_submodule`).
+        folded: `True` enters each block once (`Frame.repeat is None`, paths of repeat
+            0); `False` enters every repeat of every block.
 
     The walk keeps its own stack rather than recursing, so nesting depth is not limited by
     Python's recursion limit.
 
-    Example::
+    Example:
 
         >>> [e.path for e in walk(model) if isinstance(e, Visit)][:3]
         ['0', '1', '2']

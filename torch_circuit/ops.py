@@ -1,4 +1,4 @@
-"""Ways of combining the current tensor with a saved one at a ``GetInput``."""
+"""Ways of combining the current tensor with a saved one at a `GetInput`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ __all__ = ["cat_channels", "op_name", "resolve_op"]
 
 
 def cat_channels(current: Tensor, saved: Tensor) -> Tensor:
-    """Concatenate ``current`` and ``saved`` on the channel dimension (dim 1), current first."""
+    """Concatenate `current` and `saved` on the channel dimension (dim 1), current first."""
     return torch.cat((current, saved), dim=1)
 
 
@@ -24,9 +24,9 @@ NAMED_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 
 
 def resolve_op(op: Any) -> Any:
-    """Turn ``"add"``/``"mul"``/``"cat"`` and ``torch.cat`` into callables; pass the rest through.
+    """Turn `"add"`/`"mul"`/`"cat"` and `torch.cat` into callables; pass the rest through.
 
-    Unknown strings come back unchanged so that ``Circuit`` can report them with their position.
+    Unknown strings come back unchanged so that `Circuit` can report them with their position.
     """
     if isinstance(op, str):
         return NAMED_OPS.get(op, op)
@@ -36,7 +36,7 @@ def resolve_op(op: Any) -> Any:
 
 
 def op_name(op: Any) -> str:
-    """A short name for an op: ``add``, ``mul``, ``cat``, a function's or a class's name."""
+    """A short name for an op: `add`, `mul`, `cat`, a function's or a class's name."""
     for known_name, known in NAMED_OPS.items():
         if op is known:
             return known_name

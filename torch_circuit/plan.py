@@ -1,13 +1,14 @@
-"""Analyse a ``Circuit``'s layer list once, at construction.
+"""Analyse a `Circuit`'s layer list once, at construction.
 
-``_parse`` checks every item and nests the blocks; ``_Resolver`` binds every ``GetInput`` to
-the ``SaveInput`` it reads under the scoping rules, and compiles each scope into the steps of
-``program.py``. Both are pure: they raise or warn, and register no module anywhere, so a failed
+`_parse` checks every item and nests the blocks; `_Resolver` binds every `GetInput` to
+the `SaveInput` it reads under the scoping rules, and compiles each scope into the steps of
+`program.py`. Both are pure: they raise or warn, and register no module anywhere, so a failed
 construction leaves the user's objects untouched.
 """
 
 from __future__ import annotations
 
+import difflib
 import keyword
 import warnings
 from collections.abc import Collection, Sequence
@@ -37,7 +38,7 @@ _MARKERS = (SaveInput, GetInput, StartBlock, EndBlock)
 
 
 class UnusedSaveWarning(UserWarning):
-    """A ``SaveInput`` is rebound or falls out of scope before any ``GetInput`` reads it."""
+    """A `SaveInput` is rebound or falls out of scope before any `GetInput` reads it."""
 
 
 # --- What construction builds from: per scope, its modules, steps and nodes ---
@@ -62,17 +63,23 @@ class BlockPlan:
     body: ScopePlan
 
 
-def plan_circuit(layers: Sequence[Any], reserved: Collection[str] = ()) -> ScopePlan:
-    """Validate ``layers`` and compile them into the plan of the top-level scope.
+def plan_circuit(
+    layers: Sequence[Any],
+    reserved: Collection[str] = (),
+    opaque: tuple[type[nn.Module], ...] = (),
+) -> ScopePlan:
+    """Validate `layers` and compile them into the plan of the top-level scope.
 
-    ``reserved`` are names a block may not take: attributes of the modules that hold blocks.
+    `reserved` are names a block may not take: attributes of the modules that hold blocks.
+    `opaque` are the module types whose markers are their own (a `Circuit` inside the
+    circuit): markers found in any other layer are an error.
 
-    Raises ``TypeError``/``ValueError`` naming the offending item, its position and the fix;
-    emits ``UnusedSaveWarning`` only once the whole list is known to be valid.
+    Raises `TypeError`/`ValueError` naming the offending item, its position and the fix;
+    emits `UnusedSaveWarning` only once the whole list is known to be valid.
     """
-    tree = _parse(layers, frozenset(reserved))
+    tree = _parse(layers, frozenset(reserved), opaque)
     unused: list[str] = []
-    plan, _ = _Resolver(unused).scope(tree, parent=None, block=None)
+    plan, _ = _Resolver(unused, layers).scope(tree, parent=None, block=None)
     for message in unused:
         warnings.warn(message, UnusedSaveWarning, stacklevel=3)
     return plan
@@ -89,7 +96,9 @@ class _RawBlock:
     end: int = -1
 
 
-def _parse(layers: Sequence[Any], reserved: frozenset[str]) -> list[tuple[int, Any]]:
+def _parse(
+    layers: Sequence[Any], reserved: frozenset[str], opaque: tuple[type[nn.Module], ...]
+) -> list[tuple[int, Any]]:
     top: list[tuple[int, Any]] = []
     open_blocks: list[_RawBlock] = []
     sibling_names: list[dict[str, int]] = [{}]
@@ -106,7 +115,7 @@ def _parse(layers: Sequence[Any], reserved: frozenset[str]) -> list[tuple[int, A
             open_blocks.pop().end = position
             sibling_names.pop()
         else:
-            body.append((position, _check_item(item, position)))
+            body.append((position, _check_item(item, position, opaque)))
     if open_blocks:
         block = open_blocks[-1]
         raise ValueError(
@@ -116,7 +125,12 @@ def _parse(layers: Sequence[Any], reserved: frozenset[str]) -> list[tuple[int, A
     return top
 
 
-def _check_item(item: Any, position: int) -> nn.Module:
+def _check_item(item: Any, position: int, opaque: tuple[type[nn.Module], ...] = ()) -> nn.Module:
+    if isinstance(item, list | tuple):
+        raise TypeError(
+            f"position {position} is a {type(item).__name__} of {len(item)} items, not a "
+            "layer; pass the layers themselves, e.g. Circuit(*layers)."
+        )
     if isinstance(item, type):
         if issubclass(item, _MARKERS):
             fix = f"{item.__name__}('name')"
@@ -138,6 +152,7 @@ def _check_item(item: Any, position: int) -> nn.Module:
         _check_op(item, position)
         return item
     if isinstance(item, nn.Module):
+        _check_no_hidden_markers(item, position, opaque)
         return item
     if callable(item):
         return LambdaLayer(item)
@@ -145,6 +160,28 @@ def _check_item(item: Any, position: int) -> nn.Module:
         f"position {position} is {item!r} ({type(item).__name__}), which is neither an "
         "nn.Module, a marker nor a callable; pass a layer, a marker, or a function of one tensor."
     )
+
+
+def _check_no_hidden_markers(
+    module: nn.Module, position: int, opaque: tuple[type[nn.Module], ...]
+) -> None:
+    """Markers only work in a circuit's own list, not inside another container."""
+    if isinstance(module, opaque):
+        return
+    stack = [("", module)]
+    while stack:
+        prefix, parent = stack.pop()
+        for name, child in parent.named_children():
+            if isinstance(child, SaveInput | GetInput):
+                kind = type(parent).__name__
+                raise TypeError(
+                    f"position {position} is a {type(module).__name__} holding "
+                    f"{child!r} (as {prefix}{name}); markers only work in the Circuit's own "
+                    f"list, not inside a {kind}. Splice the container's items in with *, "
+                    f"e.g. Circuit(*{kind.lower()}), or pass the layers themselves."
+                )
+            if not isinstance(child, opaque):
+                stack.append((f"{prefix}{name}.", child))
 
 
 def _check_name(marker: Any, position: int) -> None:
@@ -268,7 +305,7 @@ def _check_end(marker: EndBlock, position: int, open_blocks: list[_RawBlock]) ->
 
 @dataclass
 class _Binding:
-    """One ``SaveInput``: the value it stores lives in one slot of its scope."""
+    """One `SaveInput`: the value it stores lives in one slot of its scope."""
 
     name: str
     position: int
@@ -293,7 +330,7 @@ class _Scope:
     locals: list[_Slot] = field(default_factory=list)
 
     def lookup(self, name: str) -> _Slot | None:
-        """The slot holding ``name`` here, capturing it from enclosing scopes if needed."""
+        """The slot holding `name` here, capturing it from enclosing scopes if needed."""
         if name in self.bindings:
             return self.bindings[name]
         if name in self.captures:
@@ -327,10 +364,11 @@ class _Pending:
 
 
 class _Resolver:
-    """Walks the parsed tree scope by scope; collects unused-save messages in ``unused``."""
+    """Walks the parsed tree scope by scope; collects unused-save messages in `unused`."""
 
-    def __init__(self, unused: list[str]) -> None:
+    def __init__(self, unused: list[str], layers: Sequence[Any]) -> None:
         self.unused = unused
+        self.layers = layers
 
     def scope(
         self, body: list[tuple[int, Any]], parent: _Scope | None, block: _RawBlock | None
@@ -409,14 +447,16 @@ class _Resolver:
             return "the Circuit ends"
         return f"it falls out of scope at EndBlock({block.marker.name!r}) at position {block.end}"
 
-    @staticmethod
-    def unknown_name(scope: _Scope, get: GetInput, position: int) -> str:
-        return (
+    def unknown_name(self, scope: _Scope, get: GetInput, position: int) -> str:
+        visible = scope.visible_names()
+        message = (
             f"GetInput({get.name!r}) at position {position} reads a name no earlier visible "
-            f"SaveInput provides; visible here: {scope.visible_names()}. Add "
-            f"SaveInput({get.name!r}) before it (names saved inside a block are not visible "
-            "after its EndBlock)."
+            f"SaveInput provides; visible here: {visible}."
         )
+        close = difflib.get_close_matches(get.name, visible, n=1)
+        if close:
+            return f"{message} Did you mean {close[0]!r}?"
+        return f"{message} {_fix_for_unknown(self.layers, get.name, position)}"
 
     def finish(
         self, scope: _Scope, entries: list[tuple[str, Any]], pending: list[_Pending]
@@ -446,6 +486,35 @@ class _Resolver:
             num_slots=len(scope.captures) + len(used_locals),
             nodes=tuple(_node(key, entry, scope) for key, entry in entries),
         )
+
+
+def _fix_for_unknown(layers: Sequence[Any], name: str, position: int) -> str:
+    """Where the save a read misses is, if anywhere: later, or inside an ended block."""
+    open_blocks: list[tuple[StartBlock, int]] = []
+    inside: list[tuple[int, StartBlock, int]] = []  # save position, its block, block start
+    for index, item in enumerate(layers):
+        if isinstance(item, StartBlock):
+            open_blocks.append((item, index))
+        elif isinstance(item, EndBlock) and open_blocks:
+            block, start = open_blocks.pop()
+            for saved, owner, owner_start in inside:
+                if owner_start == start and saved < index < position:
+                    return (
+                        f"SaveInput({name!r}) at position {saved} is inside block "
+                        f"{owner.name!r}, which ends at position {index}: a name saved inside "
+                        "a block is not visible after its EndBlock. Save it before the block "
+                        "to use it after."
+                    )
+        elif isinstance(item, SaveInput) and item.name == name:
+            if index > position:
+                return (
+                    f"SaveInput({name!r}) comes later, at position {index}; move it before "
+                    f"position {position}."
+                )
+            if open_blocks:
+                block, start = open_blocks[-1]
+                inside.append((index, block, start))
+    return f"Add SaveInput({name!r}) before it."
 
 
 def _node(key: str, entry: nn.Module | BlockPlan, scope: _Scope) -> Node:

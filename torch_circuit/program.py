@@ -1,10 +1,10 @@
 """The steps a scope runs at every forward, and the loop that runs them.
 
-A scope is the top level of a ``Circuit`` or one repeat of a block. ``plan.py`` compiles each
-scope's part of the layer list into a tuple of steps once; ``run`` only executes it. Steps look
-modules up by key in the scope's ``_modules`` at every call, so a module swapped in after
+A scope is the top level of a `Circuit` or one repeat of a block. `plan.py` compiles each
+scope's part of the layer list into a tuple of steps once; `run` only executes it. Steps look
+modules up by key in the scope's `_modules` at every call, so a module swapped in after
 construction (quantisation, LoRA injection) is the one that runs. Saved tensors live in a
-list local to the call (never on ``self``), and each is dropped right after its last read.
+list local to the call (never on `self`), and each is dropped right after its last read.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ Modules = dict[str, nn.Module | None]
 
 @dataclass(frozen=True)
 class CallLayer:
-    """``x = layer(x)``."""
+    """`x = layer(x)`."""
 
     key: str
 
@@ -35,7 +35,7 @@ class CallLayer:
 
 @dataclass(frozen=True)
 class SaveSkip:
-    """``slots[slot] = save.capture(x)``; ``x`` passes through."""
+    """`slots[slot] = save.capture(x)`; `x` passes through."""
 
     key: str
     slot: int
@@ -50,7 +50,7 @@ class SaveSkip:
 
 @dataclass(frozen=True)
 class ReadSkip:
-    """``x = read.combine(x, slots[slot])``, dropping the slot when this is its last read."""
+    """`x = read.combine(x, slots[slot])`, dropping the slot when this is its last read."""
 
     key: str
     slot: int
@@ -68,7 +68,7 @@ class ReadSkip:
 
 @dataclass(frozen=True)
 class RunBlock:
-    """``x = block(x, *captured)``: a block receives the outer skips its body reads."""
+    """`x = block(x, *captured)`: a block receives the outer skips its body reads."""
 
     key: str
     slots: tuple[int, ...]
@@ -99,7 +99,7 @@ def add_context(error: BaseException, where: str) -> None:
 
 
 def run(steps: Sequence[Step], modules: Modules, x: Any, slots: list[Any]) -> Any:
-    """Run ``steps`` on ``x``; ``slots`` holds the captured skips followed by empty local slots."""
+    """Run `steps` on `x`; `slots` holds the captured skips followed by empty local slots."""
     for step in steps:
         try:
             x = step.run(modules, x, slots)

@@ -1,10 +1,10 @@
-"""Tensor shapes at every layer of a ``Circuit``, traced from an input shape without real data.
+"""Tensor shapes at every layer of a `Circuit`, traced from an input shape without real data.
 
-``trace_shapes`` walks the declared structure (``nodes.walk``) on a copy of the circuit whose
-parameters and buffers live on the ``meta`` device: the copy is built without copying any
+`trace_shapes` walks the declared structure (`nodes.walk`) on a copy of the circuit whose
+parameters and buffers live on the `meta` device: the copy is built without copying any
 weight, and every call only computes shapes. A module the meta device cannot run is retried
-once on the real circuit in ``eval`` mode under ``no_grad`` (training flags restored after).
-An input the circuit cannot take raises ``ShapeError`` naming the layer where shapes stop
+once on the real circuit in `eval` mode under `no_grad` (training flags restored after).
+An input the circuit cannot take raises `ShapeError` naming the layer where shapes stop
 fitting.
 """
 
@@ -35,9 +35,9 @@ class ShapeError(ValueError):
 class ShapeTrace:
     """Shapes seen while running the circuit once, keyed by occurrence path.
 
-    An occurrence path names one run of a node: ``"3"`` at the top level, ``"stage.1.5"`` for
-    position 5 in repeat 1 of block ``stage`` (nested: ``"outer.0.inner.2.7"``); a block's own
-    path (``"stage"``) holds the output of its last repeat.
+    An occurrence path names one run of a node: `"3"` at the top level, `"stage.1.5"` for
+    position 5 in repeat 1 of block `stage` (nested: `"outer.0.inner.2.7"`); a block's own
+    path (`"stage"`) holds the output of its last repeat.
     """
 
     input: Shape
@@ -52,7 +52,7 @@ class ShapeTrace:
 
 
 def as_example_input(input_shape: Sequence[int] | Tensor) -> Tensor:
-    """A ``meta`` tensor for ``input_shape`` (a tensor's own shape and dtype are kept)."""
+    """A `meta` tensor for `input_shape` (a tensor's own shape and dtype are kept)."""
     if isinstance(input_shape, Tensor):
         return torch.empty_like(input_shape, device="meta")
     if isinstance(input_shape, str | bytes) or not isinstance(input_shape, Sequence):
@@ -70,18 +70,18 @@ def as_example_input(input_shape: Sequence[int] | Tensor) -> Tensor:
 
 
 def trace_shapes(circuit: Scope, input_shape: Sequence[int] | Tensor) -> ShapeTrace:
-    """Run ``circuit`` on ``input_shape`` for shapes only and return every layer's output shape.
+    """Run `circuit` on `input_shape` for shapes only and return every layer's output shape.
 
     Args:
-        circuit: a ``Circuit``.
+        circuit: a `Circuit`.
         input_shape: the input's shape including the batch dimension, or an example tensor
-            (whose shape and dtype are used, e.g. a ``LongTensor`` of token ids).
+            (whose shape and dtype are used, e.g. a `LongTensor` of token ids).
 
     Raises:
         ShapeError: naming the layer (position, class, block and repeat) whose input does not
             fit, with the shape it received.
 
-    Example::
+    Example:
 
         >>> trace_shapes(model, (1, 3, 32, 32)).output
         (1, 10)
@@ -107,7 +107,7 @@ def trace_shapes(circuit: Scope, input_shape: Sequence[int] | Tensor) -> ShapeTr
 
 
 def _meta_copy(module: Scope) -> Scope:
-    """A deep copy of ``module`` whose parameters and buffers are empty ``meta`` tensors."""
+    """A deep copy of `module` whose parameters and buffers are empty `meta` tensors."""
     memo: dict[int, Any] = {}
     for tensor in itertools.chain(module.parameters(), module.buffers()):
         meta = torch.empty_like(tensor, device="meta")
@@ -151,7 +151,7 @@ class _LayerError(Exception):
 
 
 class _Tracer:
-    """Walks the circuit like ``forward`` does, recording shapes by occurrence path."""
+    """Walks the circuit like `forward` does, recording shapes by occurrence path."""
 
     def __init__(self, circuit: Scope, input_shape: Shape) -> None:
         self.circuit = circuit
@@ -194,7 +194,7 @@ class _Tracer:
 
 
 def _where(visit: Visit) -> str:
-    """``the layer at position 5 (Conv2d) in repeat 1 of 3 of block 'stage' (...)``."""
+    """`the layer at position 5 (Conv2d) in repeat 1 of 3 of block 'stage' (...)`."""
     node, module = visit.node, visit.module
     if isinstance(node, SaveNode | ReadNode):
         described = f"{module!r} at position {node.position}"

@@ -1,4 +1,4 @@
-"""``summary``: a text table of a ``Circuit``, a row per layer grouped by block and repeat."""
+"""`summary`: a text table of a `Circuit`, a row per layer grouped by block and repeat."""
 
 from __future__ import annotations
 
@@ -25,21 +25,21 @@ class _Row:
 
 
 def summary(circuit: Scope, input_shape: Sequence[int] | Tensor | None = None) -> str:
-    """A text table of ``circuit``: a row per layer, grouped by block and repeat.
+    """A text table of `circuit`: a row per layer, grouped by block and repeat.
 
     Each row gives the layer (class and key settings; skips with their name and op), its
-    ``state_dict`` key, its output shape (with ``input_shape``) and its parameter count.
-    Parameters a row shares with an earlier row (``share_weights=True`` blocks, a module
-    passed twice) are marked ``shared`` and counted once in the totals. The totals give
+    `state_dict` key, its output shape (with `input_shape`) and its parameter count.
+    Parameters a row shares with an earlier row (`share_weights=True` blocks, a module
+    passed twice) are marked `shared` and counted once in the totals. The totals give
     trainable and non-trainable counts, the memory of parameters and buffers, and with
-    ``input_shape`` an estimate of the forward activations (the sum of every row's output).
+    `input_shape` an estimate of the forward activations (the sum of every row's output).
 
     Args:
-        circuit: a ``Circuit``.
+        circuit: a `Circuit`.
         input_shape: an input shape including the batch dimension (or an example tensor);
-            shapes are computed on the ``meta`` device, without real data.
+            shapes are computed on the `meta` device, without real data.
 
-    Example::
+    Example:
 
         >>> print(model.summary(input_shape=(1, 3, 32, 32)))
     """
@@ -57,7 +57,7 @@ def summary(circuit: Scope, input_shape: Sequence[int] | Tensor | None = None) -
 
 
 def format_bytes(size: float) -> str:
-    """``1.50 MiB``: bytes in binary units."""
+    """`1.50 MiB`: bytes in binary units."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"

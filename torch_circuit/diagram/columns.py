@@ -66,7 +66,7 @@ def pack(heights: Sequence[float], max_height: float | None, column_width: float
     Args:
         heights: each chunk's height, in order.
         max_height: the tallest a column may be; by default the height that makes the
-            diagram's width plus height least (see ``balanced_height``).
+            diagram's width plus height least (see `balanced_height`).
         column_width: the width a column takes, with its frames, lanes and gutter.
     """
     if max_height is None:
@@ -77,7 +77,7 @@ def pack(heights: Sequence[float], max_height: float | None, column_width: float
 def balanced_height(heights: Sequence[float], column_width: float) -> float:
     """The column height that makes the diagram's width plus height least: as square as the
     content allows, without a column that would only shave a few rows off the others.
-    Diagrams shorter than ``MIN_WRAP_HEIGHT`` stay in one column."""
+    Diagrams shorter than `MIN_WRAP_HEIGHT` stay in one column."""
     total = sum(heights)
     if total <= MIN_WRAP_HEIGHT:
         return total
@@ -100,7 +100,7 @@ def _next_fit(heights: Sequence[float], limit: float) -> list[int]:
 
 
 def _least_height(heights: Sequence[float], columns: int) -> float:
-    """The least column height at which ``_next_fit`` needs at most ``columns`` columns."""
+    """The least column height at which `_next_fit` needs at most `columns` columns."""
     low, high = max(heights), sum(heights)
     for _ in range(40):  # bisection: next-fit needs more columns as the height shrinks
         middle = (low + high) / 2

@@ -1,7 +1,7 @@
 """What a layer is called in a diagram, and how it is coloured.
 
-``describe_layer`` names a module's class and the settings that tell it from its siblings
-(``Conv2d 3→64, k3, p1``); ``layer_family`` picks the colour. The summary table and every
+`describe_layer` names a module's class and the settings that tell it from its siblings
+(`Conv2d 3→64, k3, p1`); `layer_family` picks the colour. The summary table and every
 renderer use the same names.
 """
 
@@ -30,7 +30,7 @@ FAMILIES = ("conv", "linear", "norm", "activation", "pooling", "attention", "dro
 """Layer families, each drawn in its own colour."""
 
 COLOR_KEYS = (*FAMILIES, "skip", "io")
-"""The keys a ``color_map`` may set: the families, skip edges, and the input/output boxes."""
+"""The keys a `color_map` may set: the families, skip edges, and the input/output boxes."""
 
 DEFAULT_COLORS: dict[str, str] = {
     "conv": "#9ecae1",
@@ -44,7 +44,7 @@ DEFAULT_COLORS: dict[str, str] = {
     "skip": "#c0392b",
     "io": "#ffffff",
 }
-"""Colours by layer family, plus ``skip`` (skip edges and merges) and ``io`` (input/output)."""
+"""Colours by layer family, plus `skip` (skip edges and merges) and `io` (input/output)."""
 
 OP_SYMBOLS = {"add": "+", "mul": "×", "cat": "cat"}
 
@@ -53,7 +53,7 @@ OP_SYMBOLS = {"add": "+", "mul": "×", "cat": "cat"}
 
 
 def layer_family(module: nn.Module) -> str:
-    """The family of ``module`` (one of ``FAMILIES``), which picks its colour."""
+    """The family of `module` (one of `FAMILIES`), which picks its colour."""
     name = type(module).__name__
     origin = type(module).__module__
     if isinstance(module, nn.MultiheadAttention) or "Attention" in name or "Transformer" in name:
@@ -74,7 +74,7 @@ def layer_family(module: nn.Module) -> str:
 
 
 def _size(value: object) -> str:
-    """``3`` for ``3`` or ``(3, 3)``; ``3×1`` for ``(3, 1)``."""
+    """`3` for `3` or `(3, 3)`; `3×1` for `(3, 1)`."""
     if isinstance(value, tuple | list):
         items = [str(v) for v in value]
         return items[0] if len(set(items)) == 1 else "×".join(items)
@@ -158,23 +158,23 @@ def _detail(module: nn.Module) -> str:
 
 
 def describe_layer(module: nn.Module) -> str:
-    """One line naming ``module``'s class and key settings, e.g. ``Conv2d 3→64, k3, p1``."""
+    """One line naming `module`'s class and key settings, e.g. `Conv2d 3→64, k3, p1`."""
     detail = _detail(module)
     return f"{type(module).__name__} {detail}" if detail else type(module).__name__
 
 
 def count_params(module: nn.Module) -> int:
-    """The number of parameters of ``module`` and its children."""
+    """The number of parameters of `module` and its children."""
     return sum(p.numel() for p in module.parameters())
 
 
 def format_shape(shape: Sequence[int] | None) -> str:
-    """``(1, 64, 32, 32)``, or an empty string when no shape is known."""
+    """`(1, 64, 32, 32)`, or an empty string when no shape is known."""
     if shape is None:
         return ""
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
 def text_width(text: str, size: float) -> float:
-    """An upper estimate, in inches, of ``text``'s width at ``size`` points (DejaVu Sans)."""
+    """An upper estimate, in inches, of `text`'s width at `size` points (DejaVu Sans)."""
     return len(text) * size * 0.6 / 72

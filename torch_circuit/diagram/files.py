@@ -11,7 +11,7 @@ from typing import BinaryIO
 __all__ = ["FORMATS", "check_save_path", "write_atomically"]
 
 FORMATS = {".pdf": "pdf", ".png": "png", ".svg": "svg"}
-"""File extensions ``visualize`` writes, and the format each selects."""
+"""File extensions `visualize` writes, and the format each selects."""
 
 
 def check_save_path(save_path: str | os.PathLike[str] | None) -> Path | None:
@@ -50,7 +50,7 @@ def check_save_path(save_path: str | os.PathLike[str] | None) -> Path | None:
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` whole or not at all: ``write`` fills a temporary file, then a rename."""
+    """Write `path` whole or not at all: `write` fills a temporary file, then a rename."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         # O_EXCL: never clobber another file; mode 0o666 lets the umask decide, as open() does.

@@ -1,6 +1,6 @@
 """The geometry of a diagram: sizes in inches, and the records a layout is made of.
 
-Coordinates are in inches, ``x`` to the right and ``y`` downwards from the top-left corner, so
+Coordinates are in inches, `x` to the right and `y` downwards from the top-left corner, so
 a renderer at 1:1 scale gets text of the size the layout measured. Every record is frozen
 plain data: the layout tests check them as data, and every renderer only draws them.
 """
@@ -72,7 +72,7 @@ MIN_WRAP_HEIGHT = 14.0  # inches: a diagram shorter than this stays in one colum
 
 @dataclass(frozen=True)
 class Box:
-    """A node's rectangle (top-left ``x``, ``y``), its text lines and colour family."""
+    """A node's rectangle (top-left `x`, `y`), its text lines and colour family."""
 
     id: str
     kind: NodeKind
@@ -95,7 +95,7 @@ class Box:
 
 @dataclass(frozen=True)
 class Frame:
-    """A block's frame; ``label`` sits in its header, inside its top-left corner."""
+    """A block's frame; `label` sits in its header, inside its top-left corner."""
 
     id: str
     label: str
@@ -110,7 +110,7 @@ class Frame:
 
 @dataclass(frozen=True)
 class Label:
-    """Text placed at (``x``, ``y``); ``ha``/``va`` as in matplotlib; ``kind`` styles it."""
+    """Text placed at (`x`, `y`); `ha`/`va` as in matplotlib; `kind` styles it."""
 
     x: float
     y: float
@@ -122,7 +122,7 @@ class Label:
 
     @property
     def extent(self) -> tuple[float, float, float, float]:
-        """An estimated ``(x0, y0, x1, y1)`` of the text."""
+        """An estimated `(x0, y0, x1, y1)` of the text."""
         w = text_width(self.text, self.size)
         h = self.size / 72 * 1.25
         x0 = {"left": self.x, "center": self.x - w / 2, "right": self.x - w}[self.ha]
@@ -143,11 +143,11 @@ class Mark:
 
 @dataclass(frozen=True)
 class Edge:
-    """A flow edge (``kind="flow"``) or a skip (``kind="skip"``).
+    """A flow edge (`kind="flow"`) or a skip (`kind="skip"`).
 
-    ``paths`` are polylines of axis-aligned segments, each ending at a target with an arrow;
+    `paths` are polylines of axis-aligned segments, each ending at a target with an arrow;
     a skip's first path runs from its save through its lane to its last reader, the others
-    branch off the lane to earlier readers. ``lane`` is the skip's lane (``None`` for flow).
+    branch off the lane to earlier readers. `lane` is the skip's lane (`None` for flow).
     """
 
     id: str
@@ -165,7 +165,7 @@ class Edge:
 
 @dataclass(frozen=True)
 class Layout:
-    """Everything a renderer draws, in inches; ``width`` × ``height`` is the natural size."""
+    """Everything a renderer draws, in inches; `width` × `height` is the natural size."""
 
     width: float
     height: float
@@ -177,7 +177,7 @@ class Layout:
     graph: Graph
 
     def box(self, box_id: str) -> Box:
-        """The box of the node whose occurrence path is ``box_id``."""
+        """The box of the node whose occurrence path is `box_id`."""
         box = self._boxes_by_id.get(box_id)
         if box is None:
             raise KeyError(f"no box {box_id!r} in this layout")
@@ -198,10 +198,10 @@ class TextFit:
     box_w: float
 
     def fit(self, text: str, kind: FitKind, name: int | None = None) -> str:
-        """``text`` cut short with an ellipsis where even the widest box leaves no room.
+        """`text` cut short with an ellipsis where even the widest box leaves no room.
 
-        ``kind`` is where the text goes: in a box, on a skip's line, in a transform mark, or
-        in a frame's header. With ``name``, only ``text[:name]`` (a name) is cut and the rest
+        `kind` is where the text goes: in a box, on a skip's line, in a transform mark, or
+        in a frame's header. With `name`, only `text[:name]` (a name) is cut and the rest
         (an op, a shape) is kept whole.
         """
         half = self.box_w / 2 + LANE_MARGIN - MERGE_R
@@ -222,22 +222,22 @@ class TextFit:
 
 
 def mark_width(text: str) -> float:
-    """The width of a transform mark holding ``text``."""
+    """The width of a transform mark holding `text`."""
     return text_width(text, SMALL_FONT) + 0.1
 
 
 def glyph_radius(box: Box) -> float | None:
-    """The radius of a save's dot or a read's circle; ``None`` for a box."""
+    """The radius of a save's dot or a read's circle; `None` for a box."""
     return {"save": DOT_R, "merge": MERGE_R}.get(box.kind)
 
 
 def outline_top(box: Box) -> float:
-    """Where an edge arriving from above meets ``box``'s drawn outline."""
+    """Where an edge arriving from above meets `box`'s drawn outline."""
     radius = glyph_radius(box)
     return box.y if radius is None else box.cy - radius
 
 
 def outline_bottom(box: Box) -> float:
-    """Where an edge leaves ``box``'s drawn outline downwards."""
+    """Where an edge leaves `box`'s drawn outline downwards."""
     radius = glyph_radius(box)
     return box.y + box.h if radius is None else box.cy + radius

@@ -1,9 +1,9 @@
-"""What a diagram of a ``Circuit`` shows, before any position is chosen: ``circuit_graph``.
+"""What a diagram of a `Circuit` shows, before any position is chosen: `circuit_graph`.
 
-The graph is built from one ``walk`` of the declared structure: a node per layer, save and
+The graph is built from one `walk` of the declared structure: a node per layer, save and
 read (plus the input and the output), a frame per block (folded) or per repeat, and a skip per
 save with every read that reads it. Every renderer draws from this graph, through the layout
-(``layout.py``) or directly (``text.py``).
+(`layout.py`) or directly (`text.py`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ ItemKind = Literal["node", "open", "close"]
 """A graph item: a node, or the opening or closing of a frame."""
 
 Item = tuple[ItemKind, str]
-"""``("node", node id)``, ``("open", frame id)`` or ``("close", frame id)``."""
+"""`("node", node id)`, `("open", frame id)` or `("close", frame id)`."""
 
 GLYPHS: tuple[NodeKind, ...] = ("save", "merge")
 """Node kinds drawn as a small glyph on the flow rather than as a box."""
@@ -49,9 +49,9 @@ GLYPHS: tuple[NodeKind, ...] = ("save", "merge")
 class GraphNode:
     """A drawn node.
 
-    ``id`` is the occurrence path (``"resnet.1.5"`` is position 5 in repeat 1 of ``resnet``);
-    ``key`` the path of the module that runs there (``get_submodule(key)``), empty for
-    input and output; ``frames`` the frame ids that hold it, outermost first; ``in_shape``
+    `id` is the occurrence path (`"resnet.1.5"` is position 5 in repeat 1 of `resnet`);
+    `key` the path of the module that runs there (`get_submodule(key)`), empty for
+    input and output; `frames` the frame ids that hold it, outermost first; `in_shape`
     the tensor shape arriving on the edge into it, when an input shape was given.
     """
 
@@ -67,7 +67,7 @@ class GraphNode:
 
 @dataclass(frozen=True)
 class GraphFrame:
-    """A drawn block: folded (``repeat is None``) or one repeat of it."""
+    """A drawn block: folded (`repeat is None`) or one repeat of it."""
 
     id: str
     label: str
@@ -79,7 +79,7 @@ class GraphFrame:
 
 @dataclass(frozen=True)
 class SkipRead:
-    """One ``GetInput`` reading a skip: the merge node and its ``name · op`` label."""
+    """One `GetInput` reading a skip: the merge node and its `name · op` label."""
 
     node: str
     label: str
@@ -88,7 +88,7 @@ class SkipRead:
 
 @dataclass(frozen=True)
 class GraphSkip:
-    """A ``SaveInput`` and every ``GetInput`` that reads it, in order."""
+    """A `SaveInput` and every `GetInput` that reads it, in order."""
 
     id: str
     name: str
@@ -100,7 +100,7 @@ class GraphSkip:
 
 @dataclass(frozen=True)
 class Graph:
-    """Nodes in drawing order, with ``items`` interleaving frame openings and closings."""
+    """Nodes in drawing order, with `items` interleaving frame openings and closings."""
 
     nodes: tuple[GraphNode, ...]
     frames: tuple[GraphFrame, ...]
@@ -109,22 +109,22 @@ class Graph:
     folded: bool
 
     def node(self, node_id: str) -> GraphNode:
-        """The node whose occurrence path is ``node_id``."""
+        """The node whose occurrence path is `node_id`."""
         node = self._nodes_by_id.get(node_id)
         if node is None:
             raise KeyError(f"no node {node_id!r} in this graph; ids: {list(self._nodes_by_id)}")
         return node
 
     def frame(self, frame_id: str) -> GraphFrame:
-        """The frame whose id is ``frame_id``."""
+        """The frame whose id is `frame_id`."""
         return self._frames_by_id[frame_id]
 
     def skip_of(self, node_id: str) -> GraphSkip:
-        """The skip that the save or read ``node_id`` belongs to."""
+        """The skip that the save or read `node_id` belongs to."""
         return self._skips_by_node[node_id]
 
     def read_of(self, node_id: str) -> SkipRead:
-        """The read drawn at the merge node ``node_id``."""
+        """The read drawn at the merge node `node_id`."""
         return self._reads_by_node[node_id]
 
     # Indexes, built once on first use: every lookup above is constant time.
@@ -153,15 +153,15 @@ def circuit_graph(
     show_repeats: bool = True,
     input_shape: Sequence[int] | Tensor | None = None,
 ) -> Graph:
-    """What a diagram of ``circuit`` shows, before any position is chosen.
+    """What a diagram of `circuit` shows, before any position is chosen.
 
     Args:
-        circuit: a ``Circuit``.
-        show_repeats: ``True`` shows each block once (folded, framed ``name ×N``); ``False``
+        circuit: a `Circuit`.
+        show_repeats: `True` shows each block once (folded, framed `name ×N`); `False`
             shows every repeat in its own frame.
         input_shape: an input shape (or example tensor) to put tensor shapes on the edges.
 
-    Example::
+    Example:
 
         >>> [n.kind for n in circuit_graph(Circuit(nn.ReLU())).nodes]
         ['input', 'layer', 'output']
@@ -266,7 +266,7 @@ class _GraphBuilder:
 
 
 def frame_label(node: BlockNode, repeat: int | None) -> str:
-    """``name ×N`` for a folded block, ``name [r/N]`` for one repeat (``· shared`` if tied)."""
+    """`name ×N` for a folded block, `name [r/N]` for one repeat (`· shared` if tied)."""
     shared = " · shared" if node.share_weights else ""
     if repeat is None:
         return f"{node.name} ×{node.num_repeats}{shared}"

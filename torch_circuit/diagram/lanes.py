@@ -63,7 +63,7 @@ def lane_levels(
 
 
 def _scope_depth(graph: Graph, skip: GraphSkip) -> int:
-    """How many frames hold the save and all the readers of ``skip``."""
+    """How many frames hold the save and all the readers of `skip`."""
     paths = [graph.node(skip.save).frames, *(graph.node(r.node).frames for r in skip.reads)]
     depth = 0
     while all(len(p) > depth for p in paths) and len({p[depth] for p in paths}) == 1:
@@ -82,7 +82,7 @@ class SkipRouter:
     text: TextFit
 
     def edge(self, skip: GraphSkip, boxes: Mapping[str, Box], lane: float, level: int) -> Edge:
-        """The edge of ``skip`` running in the lane at ``x = lane`` (level ``level``)."""
+        """The edge of `skip` running in the lane at `x = lane` (level `level`)."""
         save = boxes[skip.save]
         name = len(skip.name)
         labels = [self.line_label(save, skip.label, skip.transform is not None, name)]

@@ -1,7 +1,7 @@
-"""Where everything of a diagram goes: ``layout_circuit``.
+"""Where everything of a diagram goes: `layout_circuit`.
 
-The layout is a pure function of the circuit: the graph (``graph.py``) says what is drawn, the
-columns (``columns.py``) where the diagram wraps, the lanes (``lanes.py``) where skips run, and
+The layout is a pure function of the circuit: the graph (`graph.py`) says what is drawn, the
+columns (`columns.py`) where the diagram wraps, the lanes (`lanes.py`) where skips run, and
 this module stacks the boxes and joins them. No drawing library is imported, so the layout is
 tested as data (boxes never overlap, frames contain their boxes, overlapping skips get their
 own lanes) and every renderer only draws it.
@@ -68,17 +68,17 @@ def layout_circuit(
     input_shape: Sequence[int] | Tensor | None = None,
     max_column_height: float | None = None,
 ) -> Layout:
-    """Place every box, frame, lane and edge of ``circuit``'s diagram.
+    """Place every box, frame, lane and edge of `circuit`'s diagram.
 
     Args:
-        circuit: a ``Circuit``.
-        show_repeats: ``True`` folds each block into one framed copy; ``False`` draws every
+        circuit: a `Circuit`.
+        show_repeats: `True` folds each block into one framed copy; `False` draws every
             repeat.
         input_shape: an input shape (or example tensor) to label every edge with its shape.
         max_column_height: wrap into columns no taller than this (inches) where the flow
             allows; by default chosen so that the diagram is about as wide as it is tall.
 
-    Example::
+    Example:
 
         >>> layout = layout_circuit(model, show_repeats=False)
         >>> layout.width, layout.height  # inches, the figure's natural size
@@ -88,7 +88,7 @@ def layout_circuit(
 
 
 def layout_graph(graph: Graph, *, max_column_height: float | None = None) -> Layout:
-    """Place ``graph`` (see ``layout_circuit``)."""
+    """Place `graph` (see `layout_circuit`)."""
     return _Placer(graph).place(max_column_height)
 
 

@@ -1,8 +1,8 @@
-"""Draw a ``Circuit``'s layout with matplotlib, and write it as PDF, PNG or SVG.
+"""Draw a `Circuit`'s layout with matplotlib, and write it as PDF, PNG or SVG.
 
-The layout (``layout.py``) decides every position; this module only draws it. matplotlib is
-imported inside the functions, so ``import torch_circuit`` does not pay for it. Figures are
-created with ``matplotlib.figure.Figure`` (never ``pyplot``): nothing pops up, nothing is
+The layout (`layout.py`) decides every position; this module only draws it. matplotlib is
+imported inside the functions, so `import torch_circuit` does not pay for it. Figures are
+created with `matplotlib.figure.Figure` (never `pyplot`): nothing pops up, nothing is
 registered globally, and the returned figure still displays inline in a notebook.
 """
 
@@ -46,28 +46,28 @@ def visualize(
     max_column_height: float | None = None,
     dpi: float = PNG_DPI,
 ) -> Figure:
-    """Draw the circuit as a diagram and return the matplotlib ``Figure``.
+    """Draw the circuit as a diagram and return the matplotlib `Figure`.
 
-    ``model.visualize(...)`` is this function, with the model as ``circuit``.
+    `model.visualize(...)` is this function, with the model as `circuit`.
 
     Args:
-        circuit: the ``Circuit`` to draw.
-        save_path: where to write the diagram; ``.pdf``, ``.png`` or ``.svg`` picks the
+        circuit: the `Circuit` to draw.
+        save_path: where to write the diagram; `.pdf`, `.png` or `.svg` picks the
             format. The file is written whole or not at all.
-        show_repeats: ``True`` draws each block once in a frame labelled ``name ×N``;
-            ``False`` draws every repeat in a frame labelled with its repeat.
+        show_repeats: `True` draws each block once in a frame labelled `name ×N`;
+            `False` draws every repeat in a frame labelled with its repeat.
         figsize: the figure size in inches; by default the content's natural size, so
             text keeps its size however large the model.
-        color_map: colours overriding ``DEFAULT_COLORS``, keyed by layer family
-            (``conv``, ``linear``, ``norm``, ``activation``, ``pooling``, ``attention``,
-            ``dropout``, ``other``), ``skip`` or ``io``.
+        color_map: colours overriding `DEFAULT_COLORS`, keyed by layer family
+            (`conv`, `linear`, `norm`, `activation`, `pooling`, `attention`,
+            `dropout`, `other`), `skip` or `io`.
         input_shape: an input shape including the batch dimension (or an example tensor):
-            every edge is labelled with its tensor shape, computed on the ``meta`` device.
+            every edge is labelled with its tensor shape, computed on the `meta` device.
         max_column_height: wrap a long diagram into columns no taller than this (inches).
         dpi: the resolution of raster images, in dots per inch: a PNG file, and the image
             a notebook shows for the returned figure.
 
-    Example::
+    Example:
 
         >>> fig = model.visualize("architecture.pdf", input_shape=(1, 3, 32, 32))
     """
@@ -88,7 +88,7 @@ def visualize(
 
 
 def notebook_svg(circuit: Scope) -> str:
-    """The folded diagram of ``circuit`` as SVG text, for ``Circuit._repr_svg_`` in Jupyter."""
+    """The folded diagram of `circuit` as SVG text, for `Circuit._repr_svg_` in Jupyter."""
     figure = draw_layout(layout_circuit(circuit), figsize=None, colors=resolve_colors(None))
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg")
@@ -99,7 +99,7 @@ def notebook_svg(circuit: Scope) -> str:
 
 
 def resolve_colors(color_map: Mapping[str, str] | None) -> dict[str, str]:
-    """``DEFAULT_COLORS`` updated by ``color_map``, whose keys and colours are checked."""
+    """`DEFAULT_COLORS` updated by `color_map`, whose keys and colours are checked."""
     from matplotlib.colors import is_color_like
 
     colors = dict(DEFAULT_COLORS)
@@ -151,9 +151,9 @@ def draw_layout(
     colors: Mapping[str, str] | None = None,
     dpi: float = PNG_DPI,
 ) -> Figure:
-    """A new ``Figure`` showing ``layout``; text is scaled with ``figsize`` when one is given.
+    """A new `Figure` showing `layout`; text is scaled with `figsize` when one is given.
 
-    ``dpi`` is the figure's own resolution: that of the image a notebook shows for it.
+    `dpi` is the figure's own resolution: that of the image a notebook shows for it.
     """
     palette = dict(DEFAULT_COLORS if colors is None else colors)
     width, height = max(layout.width, 0.5), max(layout.height, 0.5)
@@ -172,7 +172,7 @@ def draw_layout(
 
 @functools.cache
 def _figure_class() -> type[Figure]:
-    """``CircuitFigure``: a ``Figure`` that shows itself in a notebook without pyplot.
+    """`CircuitFigure`: a `Figure` that shows itself in a notebook without pyplot.
 
     Created on first use so that importing this module does not import matplotlib.
     """

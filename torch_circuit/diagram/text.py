@@ -1,10 +1,10 @@
-"""A ``Circuit``'s diagram as text: Graphviz DOT and Mermaid flowcharts.
+"""A `Circuit`'s diagram as text: Graphviz DOT and Mermaid flowcharts.
 
-Both are written from the same graph as the drawn diagram (``graph.circuit_graph``) and need
+Both are written from the same graph as the drawn diagram (`graph.circuit_graph`) and need
 no package: paste the DOT into any Graphviz viewer, or the Mermaid into a GitHub page or a
 notebook's Markdown cell. Blocks become clusters (DOT) or subgraphs (Mermaid) labelled
-``name ×N``, or one per repeat when ``show_repeats=False``; each skip is an edge from its
-``SaveInput`` to each ``GetInput`` that reads it, labelled ``name · op``.
+`name ×N`, or one per repeat when `show_repeats=False`; each skip is an edge from its
+`SaveInput` to each `GetInput` that reads it, labelled `name · op`.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ def to_dot(
     *,
     input_shape: Sequence[int] | Tensor | None = None,
 ) -> str:
-    """The diagram of ``circuit`` as Graphviz DOT source.
+    """The diagram of `circuit` as Graphviz DOT source.
 
     Args:
-        circuit: a ``Circuit``.
-        show_repeats: ``True`` draws each block once, as a cluster labelled ``name ×N``;
-            ``False`` draws every repeat as its own cluster.
+        circuit: a `Circuit`.
+        show_repeats: `True` draws each block once, as a cluster labelled `name ×N`;
+            `False` draws every repeat as its own cluster.
         input_shape: an input shape (or example tensor) to label the edges with shapes.
 
-    Example::
+    Example:
 
         >>> print(to_dot(model))  # then: dot -Tsvg circuit.dot, or any online viewer
     """
@@ -87,16 +87,16 @@ def to_mermaid(
     *,
     input_shape: Sequence[int] | Tensor | None = None,
 ) -> str:
-    """The diagram of ``circuit`` as a Mermaid flowchart (renders on GitHub in a
-    ```` ```mermaid ```` block).
+    """The diagram of `circuit` as a Mermaid flowchart (renders on GitHub in a
+    a Markdown code block tagged `mermaid`).
 
     Args:
-        circuit: a ``Circuit``.
-        show_repeats: ``True`` draws each block once, as a subgraph labelled ``name ×N``;
-            ``False`` draws every repeat as its own subgraph.
+        circuit: a `Circuit`.
+        show_repeats: `True` draws each block once, as a subgraph labelled `name ×N`;
+            `False` draws every repeat as its own subgraph.
         input_shape: an input shape (or example tensor) to label the edges with shapes.
 
-    Example::
+    Example:
 
         >>> print(to_mermaid(model))
     """

@@ -1,8 +1,8 @@
-"""Where a ``Circuit`` can be cut into pipeline stages, and which cuts ``split`` chooses.
+"""Where a `Circuit` can be cut into pipeline stages, and which cuts `split` chooses.
 
-A cut is a ``Path``: a point between two steps of the forward, read off the circuit's plan
-through the public interface of ``Scope`` and ``Block`` (``steps``, ``num_captures``,
-``num_slots``, indexing a block by repeat).
+A cut is a `Path`: a point between two steps of the forward, read off the circuit's plan
+through the public interface of `Scope` and `Block` (`steps`, `num_captures`,
+`num_slots`, indexing a block by repeat).
 """
 
 from __future__ import annotations
@@ -50,14 +50,14 @@ class ScopeInfo:
     blocks: dict[int, BlockInfo]
 
     def step_of(self, key: str) -> int | None:
-        """The step an entry's key starts at, or ``None`` for no such entry."""
+        """The step an entry's key starts at, or `None` for no such entry."""
         for entry, step in zip(self.entry_keys, self.entry_steps, strict=True):
             if entry == key:
                 return step
         return None
 
     def live_slots(self, step: int) -> tuple[int, ...]:
-        """Slots holding a value when step ``step`` is about to run (or is part-way through)."""
+        """Slots holding a value when step `step` is about to run (or is part-way through)."""
         written = set(range(self.num_captures))
         for earlier in self.steps[:step]:
             if isinstance(earlier, SaveSkip):
@@ -89,7 +89,7 @@ def _slots_read(step: Step) -> tuple[int, ...]:
 
 
 def scope_info(scope: Scope, outer_names: Sequence[str] = ()) -> ScopeInfo:
-    """What cutting ``scope`` needs to know, read off its plan; ``outer_names`` names the
+    """What cutting `scope` needs to know, read off its plan; `outer_names` names the
     skips it captures."""
     steps = scope.steps
     keys = tuple(node.key for node in scope.nodes)
@@ -147,7 +147,7 @@ def _repeat(block: Block, index: int) -> Scope:
 
 
 def _scope_at(info: ScopeInfo, path: Path) -> ScopeInfo:
-    """The scope a path's last step index counts in (``path`` has odd length)."""
+    """The scope a path's last step index counts in (`path` has odd length)."""
     for depth in range(0, len(path) - 1, 2):
         info = info.blocks[path[depth]].body
     return info
@@ -268,13 +268,13 @@ def _boundaries(info: ScopeInfo) -> list[Path]:
 
 
 def split_points(model: Circuit) -> list[str]:
-    """The split points ``split(model, num_stages)`` chooses among, in forward order.
+    """The split points `split(model, num_stages)` chooses among, in forward order.
 
     These are the boundaries before and after every top-level block and between its repeats
-    (not between the repeats of a block with shared weights). ``split(model, at=...)`` also
+    (not between the repeats of a block with shared weights). `split(model, at=...)` also
     accepts any top-level layer, and any layer inside a repeat that is not checkpointed.
 
-    Example::
+    Example:
 
         >>> split_points(model)
         ['resnet', 'resnet.1', 'resnet.2', '13']
@@ -312,7 +312,7 @@ def _costs_before(model: Circuit, info: ScopeInfo, cuts: Sequence[Path]) -> list
 
 
 def _balanced(costs: Sequence[int], total: int, num_cuts: int) -> list[int]:
-    """Indices of ``num_cuts`` cuts minimising the largest stage's cost (dynamic programme)."""
+    """Indices of `num_cuts` cuts minimising the largest stage's cost (dynamic programme)."""
     count = len(costs)
     # best[j][i]: the smallest largest-stage cost with cut i as the j-th cut (0-based)
     best = [[float(cost) for cost in costs] for _ in range(num_cuts)]

@@ -1,4 +1,4 @@
-"""FSDP2 for a ``Circuit``: every repeat one communication unit, like a transformer's layers."""
+"""FSDP2 for a `Circuit`: every repeat one communication unit, like a transformer's layers."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ __all__ = ["shard"]
 
 
 def shard(model: nn.Module, **fully_shard_kwargs: Any) -> nn.Module:
-    """Shard ``model`` with FSDP2: ``fully_shard`` each repeat of every block, then the root.
+    """Shard `model` with FSDP2: `fully_shard` each repeat of every block, then the root.
 
     Each repeat becomes one communication unit, all-gathered just before it runs and freed
-    after, the way a transformer is sharded per layer. A block with ``share_weights=True`` has
+    after, the way a transformer is sharded per layer. A block with `share_weights=True` has
     one repeat module, gathered at every repeat. Blocks nested in blocks are sharded innermost
     first. The call is the same as doing it by hand::
 
@@ -27,14 +27,14 @@ def shard(model: nn.Module, **fully_shard_kwargs: Any) -> nn.Module:
         fully_shard(model, **kwargs)
 
     Args:
-        model: a ``Circuit``, or any module containing some.
-        **fully_shard_kwargs: passed to every ``fully_shard`` call (``mesh``,
-            ``reshard_after_forward``, ``mp_policy``, ``offload_policy``, ...).
+        model: a `Circuit`, or any module containing some.
+        **fully_shard_kwargs: passed to every `fully_shard` call (`mesh`,
+            `reshard_after_forward`, `mp_policy`, `offload_policy`, ...).
 
     Returns:
-        ``model`` itself, now an ``FSDPModule``.
+        `model` itself, now an `FSDPModule`.
 
-    Example::
+    Example:
 
         >>> dist.init_process_group("nccl")
         >>> model = shard(Circuit(...).cuda())

@@ -1,4 +1,4 @@
-"""Pipeline stages of a ``Circuit``: ``split`` into stages, ``pipeline_stage`` for this rank.
+"""Pipeline stages of a `Circuit`: `split` into stages, `pipeline_stage` for this rank.
 
 Each stage holds the circuit's own modules under the circuit's keys, runs the steps between
 its two cuts, and carries the skips live across a cut as extra inputs and outputs.
@@ -30,23 +30,23 @@ __all__ = ["CircuitStage", "pipeline_stage", "split"]
 def split(
     model: Circuit, num_stages: int | None = None, *, at: Sequence[str] | None = None
 ) -> list[CircuitStage]:
-    """Cut ``model`` into pipeline stages that together compute ``model(x)``.
+    """Cut `model` into pipeline stages that together compute `model(x)`.
 
-    Stage ``i`` takes the previous stage's outputs, unpacked, and returns ``(x, *skips)``: the
+    Stage `i` takes the previous stage's outputs, unpacked, and returns `(x, *skips)`: the
     current tensor and every saved skip that a later stage still reads, so skips crossing a
     boundary travel with the activations. The last stage returns the model's output. Stages
-    hold the model's own modules (no copies) under the model's ``state_dict`` keys.
+    hold the model's own modules (no copies) under the model's `state_dict` keys.
 
     Args:
         model: the circuit to cut.
-        num_stages: how many stages; the cuts are chosen among ``split_points(model)`` so that
+        num_stages: how many stages; the cuts are chosen among `split_points(model)` so that
             the largest stage holds as few parameters as possible.
         at: the split points instead, in forward order; each names the module the next stage
-            starts with, by its ``state_dict`` prefix: ``"resnet"`` (a top-level block),
-            ``"resnet.2"`` (a repeat), ``"13"`` (a top-level layer), ``"resnet.1.5"`` (a layer
+            starts with, by its `state_dict` prefix: `"resnet"` (a top-level block),
+            `"resnet.2"` (a repeat), `"13"` (a top-level layer), `"resnet.1.5"` (a layer
             inside a repeat that is not checkpointed).
 
-    Example::
+    Example:
 
         >>> first, second = split(model, at=["resnet.2"])
         >>> torch.equal(second(*first(x)), model(x))
@@ -88,7 +88,7 @@ class _Part(nn.Module):
 def _collect(
     scope: nn.Module, info: ScopeInfo, start: Path, end: Path | None
 ) -> dict[str, nn.Module]:
-    """The modules a stage running ``[start, end)`` of ``scope`` needs, keyed as in ``scope``."""
+    """The modules a stage running `[start, end)` of `scope` needs, keyed as in `scope`."""
     children: dict[str, nn.Module] = {}
     for key, step in zip(info.entry_keys, info.entry_steps, strict=True):
         module = scope.get_submodule(key)
@@ -107,8 +107,8 @@ def _collect(
 def _collect_block(block: nn.Module, info: BlockInfo, start: Path, end: Path | None) -> Block:
     """The block as one stage holds it: the repeats it runs whole, and parts of cut ones.
 
-    ``forward`` of the result runs the whole repeats (checkpointing and error notes as in the
-    circuit); a repeat cut by a split point is a ``_Part`` the stage runs step by step.
+    `forward` of the result runs the whole repeats (checkpointing and error notes as in the
+    circuit); a repeat cut by a split point is a `_Part` the stage runs step by step.
     """
     if not isinstance(block, Block):
         raise TypeError(
@@ -138,7 +138,7 @@ class _Level:
     """One scope a cut is inside: the slots carried across the cut, and those refilled.
 
     A block's captured skips are the enclosing scope's slots, which the cut carries already,
-    so they are refilled from there (``captures``: inner slot, outer slot) rather than sent
+    so they are refilled from there (`captures`: inner slot, outer slot) rather than sent
     twice.
     """
 
@@ -169,7 +169,7 @@ class _ContiguousGrad(torch.autograd.Function):
     """The identity, whose backward makes the gradient contiguous.
 
     A stage's input gradients are sent to the previous stage, and point-to-point sends need
-    contiguous tensors; a skip consumed by ``cat`` gets a strided slice as its gradient.
+    contiguous tensors; a skip consumed by `cat` gets a strided slice as its gradient.
     """
 
     @staticmethod
@@ -188,19 +188,19 @@ def _contiguous_grad(value: Any) -> Any:
 
 
 class CircuitStage(nn.Module):
-    """One pipeline stage of a ``Circuit``: the part of its forward between two split points.
+    """One pipeline stage of a `Circuit`: the part of its forward between two split points.
 
-    Built by ``split``. ``forward(x, *skips)`` takes what the previous stage returned and
-    returns ``(x, *skips)`` for the next one; the last stage returns the circuit's output. Its
-    children are the circuit's own modules under the circuit's ``state_dict`` keys (a block
-    cut by a split point holds only this stage's repeats), so a stage's ``state_dict`` is the
+    Built by `split`. `forward(x, *skips)` takes what the previous stage returned and
+    returns `(x, *skips)` for the next one; the last stage returns the circuit's output. Its
+    children are the circuit's own modules under the circuit's `state_dict` keys (a block
+    cut by a split point holds only this stage's repeats), so a stage's `state_dict` is the
     matching slice of the model's.
 
     Attributes:
         index: this stage's position in the pipeline, from 0.
         num_stages: how many stages the circuit was split into.
-        inputs: the names of the skips ``forward`` takes after ``x``.
-        outputs: the names of the skips ``forward`` returns after ``x``.
+        inputs: the names of the skips `forward` takes after `x`.
+        outputs: the names of the skips `forward` returns after `x`.
     """
 
     def __init__(
@@ -260,7 +260,7 @@ class CircuitStage(nn.Module):
         frames_in: Iterator[list[Any]],
         frames_out: list[list[Any]],
     ) -> Any:
-        """Run steps ``[start, end)`` of one scope on ``frame``, descending into cut blocks."""
+        """Run steps `[start, end)` of one scope on `frame`, descending into cut blocks."""
         first = start[0] if start else 0
         last = end[0] if end is not None else len(info.steps)
         step = first
@@ -274,7 +274,7 @@ class CircuitStage(nn.Module):
             if inner_end is not None:
                 return x
             step += 1
-        # ``holder`` is this stage or a ``_Part`` of it: modules under the scope's own keys.
+        # `holder` is this stage or a `_Part` of it: modules under the scope's own keys.
         x = run(info.steps[step:last], holder._modules, x, frame)
         if end is not None and len(end) > 1:
             x = self._run_block(info, last, holder, frame, x, (), end[1:], frames_in, frames_out)
@@ -292,7 +292,7 @@ class CircuitStage(nn.Module):
         frames_in: Iterator[list[Any]],
         frames_out: list[list[Any]],
     ) -> Any:
-        """Run repeats ``[start, end)`` of the block at ``step``, which other stages share."""
+        """Run repeats `[start, end)` of the block at `step`, which other stages share."""
         block = info.blocks[step]
         body = block.body
         part = _held(holder, block.node.key, Block)
@@ -325,7 +325,7 @@ Held = TypeVar("Held", bound=nn.Module)
 
 
 def _held(holder: nn.Module, key: str, kind: type[Held]) -> Held:
-    """The module ``split`` put under ``key``, checked to be still of the kind it built."""
+    """The module `split` put under `key`, checked to be still of the kind it built."""
     module = holder.get_submodule(key)
     if not isinstance(module, kind):
         raise TypeError(
@@ -361,22 +361,22 @@ def pipeline_stage(
     group: ProcessGroup | None = None,
     **stage_kwargs: Any,
 ) -> PipelineStage:
-    """This rank's stage of ``model`` as a ``torch.distributed.pipelining.PipelineStage``.
+    """This rank's stage of `model` as a `torch.distributed.pipelining.PipelineStage`.
 
-    The circuit is split into as many stages as ``group`` has ranks (``split(model,
-    num_stages)``, or at the split points ``at``), and rank ``i`` gets stage ``i``. Pass the
-    result to a schedule such as ``ScheduleGPipe`` or ``Schedule1F1B``; every rank builds the
+    The circuit is split into as many stages as `group` has ranks (`split(model,
+    num_stages)`, or at the split points `at`), and rank `i` gets stage `i`. Pass the
+    result to a schedule such as `ScheduleGPipe` or `Schedule1F1B`; every rank builds the
     same circuit (same seed) before calling this, and may delete it afterwards.
 
     Args:
         model: the circuit, built identically on every rank.
-        at: split points (see ``split``); by default the cuts balance parameters.
+        at: split points (see `split`); by default the cuts balance parameters.
         device: where the stage runs; by default the device of its parameters (this rank's
             GPU under NCCL, the CPU otherwise, for a stage without any).
         group: the process group of the pipeline; by default the world.
-        **stage_kwargs: passed to ``PipelineStage``.
+        **stage_kwargs: passed to `PipelineStage`.
 
-    Example::
+    Example:
 
         >>> dist.init_process_group("gloo")
         >>> stage = pipeline_stage(model)
