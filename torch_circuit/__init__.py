@@ -1,7 +1,7 @@
 """torch-circuit: flat layer lists with named skip connections and repeated blocks."""
 
 from .circuit import Circuit
-from .markers import EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
+from .markers import EndBlock, GetInput, LambdaLayer, Output, PerRepeat, SaveInput, StartBlock
 from .plan import UnusedSaveWarning
 
 __all__ = [
@@ -9,6 +9,8 @@ __all__ = [
     "EndBlock",
     "GetInput",
     "LambdaLayer",
+    "Output",
+    "PerRepeat",
     "SaveInput",
     "StartBlock",
     "UnusedSaveWarning",

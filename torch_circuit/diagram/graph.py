@@ -15,8 +15,8 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from ..block import Scope
-from ..nodes import BlockNode, Enter, Exit, Frame, ReadNode, SaveNode, Visit, walk
+from ..nodes import BlockNode, Enter, Exit, Frame, Input, ReadNode, SaveNode, Visit, walk
+from ..scope import Scope
 from ..shapes import Shape, ShapeTrace, trace_shapes
 from .describe import OP_SYMBOLS, count_params, describe_layer, format_shape, layer_family
 
@@ -207,7 +207,9 @@ class _GraphBuilder:
         self.shape = None if self.trace is None else self.trace.input
         self.add(GraphNode("input", "input", ("input",), "io", 0, "", ()))
         for event in walk(circuit, folded=self.folded):
-            if isinstance(event, Enter):
+            if isinstance(event, Input):
+                self.named_input(event)
+            elif isinstance(event, Enter):
                 self.enter(event.frame)
             elif isinstance(event, Exit):
                 self.items.append(("close", event.frame.id))
@@ -228,6 +230,16 @@ class _GraphBuilder:
     def shape_after(self, path: str) -> None:
         if self.trace is not None:
             self.shape = self.trace.outputs.get(path, self.shape)
+
+    def named_input(self, event: Input) -> None:
+        """A named input, for now drawn as a save just after the input (an entry of its own
+        with a lane to its readers is the diagram issue's)."""
+        name = event.node.name
+        self.add(GraphNode(event.path, "save", (name,), "skip", 0, "", ()))
+        label = name
+        if self.trace is not None and event.path in self.trace.saved:
+            label = f"{name} {format_shape(self.trace.saved[event.path])}"
+        self.skips[event.path] = _OpenSkip(name, event.path, f"input {label}", None)
 
     def enter(self, frame: Frame) -> None:
         self.frames.append(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from ..block import Scope
+from ..scope import Scope
 from . import columns as columns_
 from .describe import format_shape, text_width
 from .geometry import (

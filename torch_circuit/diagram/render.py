@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from ..block import Scope
+from ..scope import Scope
 from .describe import COLOR_KEYS, DEFAULT_COLORS
 from .files import FORMATS, check_save_path, write_atomically
 from .geometry import BOX_FONT, DOT_R, MERGE_R, SMALL_FONT, Box, Edge, Layout

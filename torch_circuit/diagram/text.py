@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from ..block import Scope
+from ..scope import Scope
 from .describe import DEFAULT_COLORS, FAMILIES, format_shape
 from .graph import Graph, GraphNode, circuit_graph
 
