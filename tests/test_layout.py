@@ -89,6 +89,7 @@ def check_rules(layout: Layout) -> None:
         if frame.parent is not None:
             assert contains(frames[frame.parent], frame), f"{frame.id} pokes out of its parent"
     skips = [edge for edge in layout.edges if edge.kind == "skip" and edge.paths]
+    skips = [edge for edge in skips if len(lanes_by_column(edge, layout)) == 1]  # not wrapped
     for a, b in itertools.combinations(skips, 2):
         if _same_column(a, b, layout) and _overlap(skip_span(a, layout), skip_span(b, layout)):
             assert a.lane != b.lane, f"{a.id} and {b.id} overlap in one lane"
@@ -106,6 +107,15 @@ def check_rules(layout: Layout) -> None:
         if box.kind in ("layer", "input", "output"):
             for line in box.lines:
                 assert text_width(line, 8) <= box.w, f"text {line!r} overflows {box.id}"
+
+
+def lanes_by_column(edge: Edge, layout: Layout) -> dict[int, float]:
+    """The x of a skip's lane in each column it runs through (it enters the next column's
+    lane after each wrap: foot, gutter, top, lane)."""
+    main = edge.paths[0]
+    first = layout.box(edge.source).column
+    crossings = (len(main) - 4) // 4
+    return {first + k: main[1 + 4 * k][0] for k in range(crossings + 1)}
 
 
 def _same_column(a: Edge, b: Edge, layout: Layout) -> bool:
@@ -132,9 +142,11 @@ def test_quickstart_follows_the_rules(folded: bool) -> None:
         assert len([b for b in layout.boxes if b.kind == "layer"]) == 6 + 3 * 6
 
 
-def test_quickstart_folded_fits_one_column_and_labels_the_skip() -> None:
+def test_quickstart_folded_wraps_rather_than_tower_and_labels_the_skip() -> None:
     layout = layout_circuit(models.quickstart())
-    assert layout.columns == 1
+    check_rules(layout)
+    assert layout.columns == 2  # one column would be 3.4 times taller than wide
+    assert layout.height <= 3 * layout.width
     (skip,) = [edge for edge in layout.edges if edge.kind == "skip"]
     texts = [label.text for label in skip.labels]
     assert texts == ["residual", "residual · add"]
@@ -146,8 +158,19 @@ def test_unet_nested_cat_skips_get_nested_lanes() -> None:
     check_rules(layout)
     skips = {edge.labels[0].text.split()[0]: edge for edge in layout.edges if edge.kind == "skip"}
     assert sorted(skips) == ["enc1", "enc2", "enc3", "enc4"]
-    # enc4 is innermost; every outer skip runs in a lane further out.
-    assert [skips[name].lane for name in ("enc4", "enc3", "enc2", "enc1")] == [0, 1, 2, 3]
+    assert layout.columns > 1 and layout.height <= 3 * layout.width  # wraps, skips live
+    # enc4 is innermost; in every column, every outer skip runs in a lane further out.
+    lanes = {name: lanes_by_column(edge, layout) for name, edge in skips.items()}
+    for column in range(layout.columns):
+        xs = [
+            lanes[name][column]
+            for name in ("enc4", "enc3", "enc2", "enc1")
+            if column in lanes[name]
+        ]
+        assert xs == sorted(xs), (column, xs)
+    enc1 = skips["enc1"]
+    last_read = layout.box(enc1.targets[-1]).column
+    assert sorted(lanes["enc1"]) == list(range(last_read + 1)) and last_read > 0
     assert all(label.text.endswith("· cat") for e in skips.values() for label in e.labels[1:])
 
 
@@ -219,11 +242,12 @@ def test_outer_skip_read_in_every_repeat_branches_from_one_lane() -> None:
     (outer,) = [e for e in layout.edges if e.kind == "skip" and e.source == "1"]
     assert len(outer.targets) == 6  # 2 stage repeats × 3 unit repeats
     assert len(outer.paths) == 6
-    lane_x = outer.paths[0][1][0]
-    assert all(path[0][0] == lane_x for path in outer.paths[1:])
+    lanes = lanes_by_column(outer, layout)
+    for target, path in zip(outer.targets[:-1], outer.paths[1:], strict=True):
+        assert path[0][0] == lanes[layout.box(target).column]  # off its column's lane
     assert [label.text for label in outer.labels[1:]] == ["outer · mul"] * 6
     # It passes outside every frame it runs beside.
-    assert all(lane_x > f.x + f.w for f in layout.frames)
+    assert all(lanes[f.column] > f.x + f.w for f in layout.frames if f.column in lanes)
 
 
 def gate(current: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
@@ -250,13 +274,41 @@ def test_skip_labels_name_the_op_and_draw_transforms_on_the_edge() -> None:
     assert edges["1"].labels[0].text == "a (1, 16, 8, 8)"  # the saved value, transformed
     for source, holder in (("1", "1"), ("2", "6")):
         (mark,) = edges[source].marks
-        assert mark.text == "Conv2d 8→16, k1"
+        assert mark.lines == ("Conv2d 8→16, k1 · 144 params",)
         line_y = layout.box(holder).cy
         assert mark.y < line_y < mark.y + mark.h  # centred on the edge's horizontal line
         line = next(s for s in edges[source].segments() if s[0][1] == s[1][1] == line_y)
         assert min(line[0][0], line[1][0]) <= mark.x and mark.x + mark.w <= max(
             line[0][0], line[1][0]
         )
+
+
+def test_a_projection_shortcut_shows_its_layers_and_a_long_one_folds() -> None:
+    projection = nn.Sequential(nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.BatchNorm2d(16))
+    long = nn.Sequential(*(nn.Linear(4, 4) for _ in range(5)))
+    model = Circuit(
+        nn.Conv2d(3, 8, 3, padding=1),
+        SaveInput("r"),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        GetInput("r", transform=projection),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 4),
+        SaveInput("h", transform=long),
+        nn.ReLU(),
+        GetInput("h"),
+    )
+    layout = layout_circuit(model, input_shape=(1, 3, 8, 8))
+    check_rules(layout)
+    edges = {e.source: e for e in layout.edges if e.kind == "skip"}
+    (mark,) = edges["1"].marks
+    # Too wide for one line even in the widest box: the count goes on a line of its own.
+    assert mark.lines == ("Conv2d 8→16, k1, s2", "128 params", "BatchNorm2d 16 · 32 params")
+    (mark,) = edges["6"].marks
+    assert mark.lines == ("Sequential: 5 layers", "100 params")  # one box for a long one
+    read = layout.box("3")
+    assert edges["1"].marks[0].h < read.h  # the row makes room for the mark
+    label = edges["1"].labels[1]
+    assert label.y < edges["1"].marks[0].y  # the skip's label sits above its mark
 
 
 def test_crossing_skips_get_distinct_lanes() -> None:
@@ -484,7 +536,7 @@ def test_random_circuits_follow_the_rules(model: Circuit, folded: bool, height: 
 def test_the_rule_checker_catches_violations() -> None:
     import dataclasses
 
-    layout = layout_circuit(models.unet())
+    layout = layout_circuit(models.unet(), max_column_height=100.0)  # one column
     first, second = layout.boxes[1], layout.boxes[2]
     moved = dataclasses.replace(second, y=first.y + first.h / 2)
     boxes = tuple(moved if box is second else box for box in layout.boxes)

@@ -1,0 +1,157 @@
+"""Which blocks a diagram shows folded, and how much it draws.
+
+A view of a circuit says, for every block declaration (a `StartBlock`, known by its position
+in the layer list), whether it is drawn folded (once, framed `name ×N`) or expanded (every
+repeat in its own frame). `view_walk` is `nodes.walk` seen through a view: the walk of every
+repeat, with the repeats of folded blocks after the first left out and the first renamed as the
+folded walk names it, so a view with every block folded is exactly `walk(folded=True)`.
+
+`drawn_size` counts what a view draws from the declaration alone, before any walk, so that a
+model too large to draw is refused at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import TypeAlias
+
+from ..nodes import BlockNode, Enter, Event, Exit, Frame, Node, Structured, walk
+
+__all__ = [
+    "MAX_DRAWN",
+    "Expand",
+    "block_declarations",
+    "check_drawable",
+    "drawn_size",
+    "resolve_expanded",
+    "view_walk",
+]
+
+Expand: TypeAlias = bool | frozenset[int]
+"""`False`: every block folded; `True`: every block expanded; a set: the positions of the
+`StartBlock`s drawn expanded (the others folded)."""
+
+MAX_DRAWN = 5000
+"""The most nodes (layers, saves, reads) one diagram draws; larger ones are refused."""
+
+
+def resolve_expanded(show_repeats: bool | None, expanded: bool | None) -> bool:
+    """Whether every block is drawn expanded, from either spelling of the choice.
+
+    `expanded=True` draws every repeat; `show_repeats=True` (the seed's spelling) means the
+    opposite, each block once. Neither given: folded.
+
+    Raises:
+        ValueError: both are given and they contradict each other.
+        TypeError: either is not a bool.
+    """
+    for name, value in (("show_repeats", show_repeats), ("expanded", expanded)):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}.")
+    if expanded is None:
+        return show_repeats is False
+    if show_repeats is not None and show_repeats == expanded:
+        raise ValueError(
+            f"show_repeats={show_repeats} and expanded={expanded} contradict each other: "
+            "show_repeats=True means folded (expanded=False). Pass only expanded=..."
+        )
+    return expanded
+
+
+def is_expanded(expand: Expand, block: BlockNode) -> bool:
+    """Whether `block` is drawn expanded in the view `expand`."""
+    if isinstance(expand, bool):
+        return expand
+    return block.position in expand
+
+
+def view_walk(circuit: Structured, expand: Expand) -> Iterator[Event]:
+    """The events of `walk(circuit)` as the view `expand` draws them.
+
+    A folded block yields its first repeat only, as a frame with `repeat=None` whose id is the
+    block's path (`"stage"`); frames and nodes inside it keep repeat 0's paths, as in
+    `walk(circuit, folded=True)`.
+    """
+    if expand is False or expand is True:
+        yield from walk(circuit, folded=not expand)
+        return
+    drawn: dict[str, Frame] = {}  # a frame's id in the full walk -> the frame as drawn
+    hidden: Frame | None = None  # a repeat left out, until the walk leaves it
+    for event in walk(circuit, folded=False):
+        if hidden is not None:
+            if isinstance(event, Exit) and event.frame is hidden:
+                hidden = None
+            continue
+        if isinstance(event, Enter):
+            frame = event.frame
+            if not is_expanded(expand, frame.node) and frame.repeat != 0:
+                hidden = frame
+                continue
+            shown = _as_drawn(frame, expand, drawn)
+            drawn[frame.id] = shown
+            yield Enter(shown)
+        elif isinstance(event, Exit):
+            yield Exit(drawn[event.frame.id])
+        else:
+            frames = tuple(drawn[frame.id] for frame in event.frames)
+            yield dataclasses.replace(event, frames=frames) if frames != event.frames else event
+
+
+def _as_drawn(frame: Frame, expand: Expand, drawn: dict[str, Frame]) -> Frame:
+    parent = None if frame.parent is None else drawn[frame.parent].id
+    repeat = frame.repeat if is_expanded(expand, frame.node) else None
+    if parent == frame.parent and repeat == frame.repeat:
+        return frame
+    return dataclasses.replace(frame, repeat=repeat, parent=parent)
+
+
+def block_declarations(nodes: Sequence[Node]) -> list[BlockNode]:
+    """Every block declared in `nodes`, nested ones included, in the order of the layer list."""
+    found: list[BlockNode] = []
+    stack = list(reversed(nodes))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, BlockNode):
+            found.append(node)
+            stack.extend(reversed(node.body))
+    return found
+
+
+def drawn_size(nodes: Sequence[Node], expand: Expand) -> int:
+    """How many layers, saves and reads the view `expand` of `nodes` draws."""
+    total = 0
+    for node in nodes:
+        if isinstance(node, BlockNode):
+            repeats = node.num_repeats if is_expanded(expand, node) else 1
+            total += repeats * drawn_size(node.body, expand)
+        else:
+            total += 1
+    return total
+
+
+def check_drawable(nodes: Sequence[Node], expand: Expand, limit: int = MAX_DRAWN) -> None:
+    """Refuse, before any work, a view that would draw more than `limit` nodes.
+
+    Raises:
+        ValueError: naming the size of the view, the limit, and the size of the folded view.
+    """
+    size = drawn_size(nodes, expand)
+    if size <= limit:
+        return
+    folded = drawn_size(nodes, False)
+    if expand is not False and folded <= limit:
+        fix = (
+            f"Draw it folded instead (expanded=False, the default), which draws {folded:,} "
+            "nodes: each block once, framed 'name ×N'."
+        )
+    else:
+        fix = (
+            "Even folded (each block once) it draws that many; group repeated layers into a "
+            "StartBlock/EndBlock block so that the folded view stays small, or use "
+            "model.summary() for a table."
+        )
+    raise ValueError(
+        f"this diagram would draw {size:,} layers, saves and reads, more than the {limit:,} "
+        f"a diagram can show legibly. {fix}"
+    )
