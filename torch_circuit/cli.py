@@ -9,6 +9,7 @@ Example:
 
     $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.pdf
     $ torch-circuit draw mypkg.models:make_unet -o unet.png --expanded
+    $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.html
     $ torch-circuit summary examples/resnet_mnist.py:build_circuit --input-shape 1,1,8,8
 """
 
@@ -25,6 +26,7 @@ from types import ModuleType
 
 from .circuit import Circuit
 from .diagram.files import FORMATS
+from .diagram.view import DiagramTooLarge
 from .shapes import ShapeError
 
 __all__ = ["CommandError", "load_circuit", "main"]
@@ -155,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    draw = commands.add_parser("draw", help="save the architecture diagram (PDF, PNG or SVG)")
+    draw = commands.add_parser(
+        "draw", help="save the architecture diagram (PDF, PNG, SVG, or an interactive HTML page)"
+    )
     draw.add_argument("factory", metavar="MODULE:FACTORY")
     draw.add_argument(
         "-o",
@@ -163,12 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         type=Path,
         metavar="FILE",
-        help="where to save; the extension picks .pdf, .png or .svg",
+        help="where to save; the extension picks .pdf, .png, .svg or .html (a page to open "
+        "in a browser: click a block to expand it, hover a layer for its details)",
     )
     draw.add_argument(
         "--expanded",
         action="store_true",
-        help="draw every repeat of every block instead of one frame labelled ×N",
+        help="draw every repeat of every block instead of one frame labelled ×N (an HTML page "
+        "opens expanded)",
     )
     draw.add_argument(
         "--input-shape",
@@ -198,7 +204,13 @@ def run_draw(
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     with _shape_errors(input_shape):
-        model.visualize(save_path=str(output), show_repeats=not expanded, input_shape=input_shape)
+        try:
+            model.visualize(
+                save_path=str(output), show_repeats=not expanded, input_shape=input_shape
+            )
+        except DiagramTooLarge as error:
+            hint = " (leave out --expanded)" if expanded else ""
+            raise CommandError(f"{error}{hint}") from error
     return f"saved {output}"
 
 

@@ -178,7 +178,10 @@ class Edge:
 
 @dataclass(frozen=True)
 class Layout:
-    """Everything a renderer draws, in inches; `width` × `height` is the natural size."""
+    """Everything a renderer draws, in inches; `width` × `height` is the natural size.
+
+    `labels` are the frames' header labels, one per frame in the order of `frames`.
+    """
 
     width: float
     height: float

@@ -20,6 +20,7 @@ from ..nodes import BlockNode, Enter, Event, Exit, Frame, Node, Structured, walk
 
 __all__ = [
     "MAX_DRAWN",
+    "DiagramTooLarge",
     "Expand",
     "block_declarations",
     "check_drawable",
@@ -130,11 +131,17 @@ def drawn_size(nodes: Sequence[Node], expand: Expand) -> int:
     return total
 
 
+class DiagramTooLarge(ValueError):
+    """A diagram that would draw more nodes than `MAX_DRAWN`; the message says how many,
+    and how many the folded view draws."""
+
+
 def check_drawable(nodes: Sequence[Node], expand: Expand, limit: int = MAX_DRAWN) -> None:
     """Refuse, before any work, a view that would draw more than `limit` nodes.
 
     Raises:
-        ValueError: naming the size of the view, the limit, and the size of the folded view.
+        DiagramTooLarge: a `ValueError` naming the size of the view, the limit, and the size
+            of the folded view.
     """
     size = drawn_size(nodes, expand)
     if size <= limit:
@@ -151,7 +158,7 @@ def check_drawable(nodes: Sequence[Node], expand: Expand, limit: int = MAX_DRAWN
             "StartBlock/EndBlock block so that the folded view stays small, or use "
             "model.summary() for a table."
         )
-    raise ValueError(
+    raise DiagramTooLarge(
         f"this diagram would draw {size:,} layers, saves and reads, more than the {limit:,} "
         f"a diagram can show legibly. {fix}"
     )
