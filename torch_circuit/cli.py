@@ -26,7 +26,7 @@ from types import ModuleType
 
 from .circuit import Circuit
 from .diagram.files import FORMATS
-from .diagram.view import DiagramTooLarge
+from .diagram.view import DiagramTooLargeError
 from .shapes import ShapeError
 
 __all__ = ["CommandError", "load_circuit", "main"]
@@ -208,7 +208,7 @@ def run_draw(
             model.visualize(
                 save_path=str(output), show_repeats=not expanded, input_shape=input_shape
             )
-        except DiagramTooLarge as error:
+        except DiagramTooLargeError as error:
             hint = " (leave out --expanded)" if expanded else ""
             raise CommandError(f"{error}{hint}") from error
     return f"saved {output}"

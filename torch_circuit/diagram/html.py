@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..block import Scope
 from ..shapes import ShapeTrace, trace_shapes
-from .describe import format_shape
+from .describe import DEFAULT_COLORS, format_shape
 from .graph import Graph, circuit_graph
 from .layout import layout_graph
 from .svg import PX, layout_svg
@@ -91,7 +91,8 @@ def circuit_html(
         circuit: a `Circuit`.
         input_shape: an input shape (or example tensor): shapes on every edge and in the
             details shown on hover.
-        colors: the colours of `render.resolve_colors`.
+        colors: colours by layer family, `skip` and `io`, over `DEFAULT_COLORS` (any
+            matplotlib colour).
         max_column_height: as for `layout_circuit`.
         title: the page title; by default the circuit's class and size.
         expanded: open with every block expanded (where the page holds that view) instead
@@ -108,7 +109,7 @@ def circuit_html(
     """
     check_drawable(circuit.nodes, False)
     views = page_views(circuit)
-    palette = None if colors is None else _hex_colors(colors)
+    palette = {**DEFAULT_COLORS, **_hex_colors(colors or {})}
     trace = None if input_shape is None else trace_shapes(circuit, input_shape)
     templates: list[str] = []
     details: dict[str, dict[str, object]] = {}
@@ -137,6 +138,8 @@ def circuit_html(
 
 def _hex_colors(colors: Mapping[str, str]) -> dict[str, str]:
     """Any matplotlib colours as the `#rrggbb` strings SVG and CSS take."""
+    if not colors:
+        return {}
     from matplotlib.colors import to_hex
 
     return {key: to_hex(value) for key, value in colors.items()}
@@ -177,11 +180,11 @@ def _asset(name: str) -> str:
 
 
 def _page(
-    title: str, templates: str, config: Mapping[str, object], colors: Mapping[str, str] | None
+    title: str, templates: str, config: Mapping[str, object], colors: Mapping[str, str]
 ) -> str:
     # `<` is escaped in the JSON so that no text of a repr can close the script element.
     data = json.dumps(config, ensure_ascii=False).replace("<", "\\u003c")
-    skip = html.escape((colors or {}).get("skip", "#c0392b"), quote=True)
+    skip = html.escape(colors["skip"], quote=True)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

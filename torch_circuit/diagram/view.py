@@ -3,8 +3,8 @@
 A view of a circuit says, for every block declaration (a `StartBlock`, known by its position
 in the layer list), whether it is drawn folded (once, framed `name ×N`) or expanded (every
 repeat in its own frame). `view_walk` is `nodes.walk` seen through a view: the walk of every
-repeat, with the repeats of folded blocks after the first left out and the first renamed as the
-folded walk names it, so a view with every block folded is exactly `walk(folded=True)`.
+repeat, except that folded blocks are walked once and named as the folded walk names them, so
+a view with every block folded is exactly `walk(folded=True)`.
 
 `drawn_size` counts what a view draws from the declaration alone, before any walk, so that a
 model too large to draw is refused at once.
@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TypeAlias
+
+from torch import nn
 
 from ..nodes import BlockNode, Enter, Event, Exit, Frame, Node, Structured, walk
 
 __all__ = [
     "MAX_DRAWN",
-    "DiagramTooLarge",
+    "DiagramTooLargeError",
     "Expand",
     "block_declarations",
     "check_drawable",
@@ -72,39 +75,50 @@ def view_walk(circuit: Structured, expand: Expand) -> Iterator[Event]:
 
     A folded block yields its first repeat only, as a frame with `repeat=None` whose id is the
     block's path (`"stage"`); frames and nodes inside it keep repeat 0's paths, as in
-    `walk(circuit, folded=True)`.
+    `walk(circuit, folded=True)`. The repeats left out are never walked, so a view costs
+    what it draws.
     """
     if expand is False or expand is True:
         yield from walk(circuit, folded=not expand)
         return
-    drawn: dict[str, Frame] = {}  # a frame's id in the full walk -> the frame as drawn
-    hidden: Frame | None = None  # a repeat left out, until the walk leaves it
-    for event in walk(circuit, folded=False):
-        if hidden is not None:
-            if isinstance(event, Exit) and event.frame is hidden:
-                hidden = None
-            continue
+    originals = {block.position: block for block in block_declarations(circuit.nodes)}
+    viewed = _Viewed(circuit, _one_repeat_when_folded(circuit.nodes, expand))
+    drawn: dict[str, Frame] = {}  # a frame's id in the walk -> the frame as drawn
+    for event in walk(viewed, folded=False):
         if isinstance(event, Enter):
             frame = event.frame
-            if not is_expanded(expand, frame.node) and frame.repeat != 0:
-                hidden = frame
-                continue
-            shown = _as_drawn(frame, expand, drawn)
+            node = originals[frame.node.position]
+            parent = None if frame.parent is None else drawn[frame.parent].id
+            repeat = frame.repeat if is_expanded(expand, node) else None
+            shown = dataclasses.replace(frame, node=node, repeat=repeat, parent=parent)
             drawn[frame.id] = shown
             yield Enter(shown)
         elif isinstance(event, Exit):
             yield Exit(drawn[event.frame.id])
         else:
-            frames = tuple(drawn[frame.id] for frame in event.frames)
-            yield dataclasses.replace(event, frames=frames) if frames != event.frames else event
+            yield dataclasses.replace(event, frames=tuple(drawn[f.id] for f in event.frames))
 
 
-def _as_drawn(frame: Frame, expand: Expand, drawn: dict[str, Frame]) -> Frame:
-    parent = None if frame.parent is None else drawn[frame.parent].id
-    repeat = frame.repeat if is_expanded(expand, frame.node) else None
-    if parent == frame.parent and repeat == frame.repeat:
-        return frame
-    return dataclasses.replace(frame, repeat=repeat, parent=parent)
+@dataclass(frozen=True)
+class _Viewed:
+    """`circuit` with the nodes of a view: each folded block declared with one repeat."""
+
+    circuit: Structured
+    nodes: tuple[Node, ...]
+
+    def get_submodule(self, target: str) -> nn.Module:
+        return self.circuit.get_submodule(target)
+
+
+def _one_repeat_when_folded(nodes: Sequence[Node], expand: Expand) -> tuple[Node, ...]:
+    result: list[Node] = []
+    for node in nodes:
+        if isinstance(node, BlockNode):
+            repeats = node.num_repeats if is_expanded(expand, node) else 1
+            body = _one_repeat_when_folded(node.body, expand)
+            node = dataclasses.replace(node, num_repeats=repeats, body=body)
+        result.append(node)
+    return tuple(result)
 
 
 def block_declarations(nodes: Sequence[Node]) -> list[BlockNode]:
@@ -131,7 +145,7 @@ def drawn_size(nodes: Sequence[Node], expand: Expand) -> int:
     return total
 
 
-class DiagramTooLarge(ValueError):
+class DiagramTooLargeError(ValueError):
     """A diagram that would draw more nodes than `MAX_DRAWN`; the message says how many,
     and how many the folded view draws."""
 
@@ -140,7 +154,7 @@ def check_drawable(nodes: Sequence[Node], expand: Expand, limit: int = MAX_DRAWN
     """Refuse, before any work, a view that would draw more than `limit` nodes.
 
     Raises:
-        DiagramTooLarge: a `ValueError` naming the size of the view, the limit, and the size
+        DiagramTooLargeError: a `ValueError` naming the size of the view, the limit, and the size
             of the folded view.
     """
     size = drawn_size(nodes, expand)
@@ -158,7 +172,7 @@ def check_drawable(nodes: Sequence[Node], expand: Expand, limit: int = MAX_DRAWN
             "StartBlock/EndBlock block so that the folded view stays small, or use "
             "model.summary() for a table."
         )
-    raise DiagramTooLarge(
+    raise DiagramTooLargeError(
         f"this diagram would draw {size:,} layers, saves and reads, more than the {limit:,} "
         f"a diagram can show legibly. {fix}"
     )
