@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
-from torch_circuit.diagram.describe import describe_layer, layer_family, text_width
-from torch_circuit.diagram.geometry import GAP, Box, Edge, Layout
-from torch_circuit.diagram.graph import circuit_graph
+from torch_circuit.diagram.describe import text_width
+from torch_circuit.diagram.geometry import Box, Edge, Layout
 from torch_circuit.diagram.layout import layout_circuit
 from torch_circuit.shapes import ShapeError, trace_shapes
 
@@ -196,6 +195,40 @@ def test_200_layer_model_grows_into_columns_with_full_size_text() -> None:
     assert 0.5 < layout.width / layout.height < 2.0  # wrapped, not one endless column
 
 
+ZOO = {name: (build, shape) for name, build, shape in models.zoo()}
+
+
+@pytest.mark.parametrize("expanded", [False, True])
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_no_diagram_of_the_zoo_is_taller_than_three_times_its_width(
+    name: str, expanded: bool
+) -> None:
+    build, shape = ZOO[name]
+    layout = layout_circuit(build(), expanded=expanded, input_shape=shape)
+    assert layout.height <= 3 * layout.width, (layout.width, layout.height)
+
+
+def test_the_examples_unet_wraps_with_its_skips_live_across_columns() -> None:
+    build, shape = ZOO["examples/unet_segmentation"]
+    layout = layout_circuit(build(), input_shape=shape)
+    check_rules(layout)
+    wrapped = [e for e in layout.edges if e.kind == "skip" and len(lanes_by_column(e, layout)) > 1]
+    assert layout.columns >= 2 and wrapped  # before: one column 1634 x 3203 px
+    assert layout.height <= 2 * layout.width
+
+
+def test_a_50_block_stage_wraps_and_its_long_skip_crosses_every_column() -> None:
+    build, shape = ZOO["resnet_stage_50"]
+    layout = layout_circuit(build(), expanded=True, input_shape=shape)
+    check_rules(layout)
+    assert len(layout.frames) == 50 and layout.columns >= 5  # before: one column 48,520 px tall
+    assert 0.5 < layout.width / layout.height < 2.0
+    (stem,) = [e for e in layout.edges if e.kind == "skip" and e.source == "1"]
+    read = layout.box(stem.targets[0])
+    assert sorted(lanes_by_column(stem, layout)) == list(range(read.column + 1))
+    assert read.column == layout.columns - 1  # read after the stage, in the last column
+
+
 def test_user_column_height_is_respected_where_the_flow_allows() -> None:
     layout = layout_circuit(models.deep_mlp(repeats=10), show_repeats=False, max_column_height=8)
     check_rules(layout)
@@ -327,97 +360,7 @@ def test_crossing_skips_get_distinct_lanes() -> None:
     assert lanes == [0, 1]
 
 
-def test_boxes_describe_layer_settings_and_parameters() -> None:
-    assert describe_layer(nn.Conv2d(3, 64, 3, stride=2, padding=1)) == "Conv2d 3→64, k3, s2, p1"
-    assert describe_layer(nn.Conv2d(3, 6, (3, 1), groups=3)) == "Conv2d 3→6, k3×1, g3"
-    assert describe_layer(nn.Linear(64, 10)) == "Linear 64→10"
-    assert describe_layer(nn.BatchNorm2d(64)) == "BatchNorm2d 64"
-    assert describe_layer(nn.LayerNorm(32)) == "LayerNorm 32"
-    assert describe_layer(nn.MaxPool2d(2)) == "MaxPool2d k2"
-    assert describe_layer(nn.AdaptiveAvgPool2d((1, 1))) == "AdaptiveAvgPool2d →1"
-    assert describe_layer(nn.Dropout(0.1)) == "Dropout p=0.1"
-    assert describe_layer(nn.MultiheadAttention(64, 4)) == "MultiheadAttention d64, 4 heads"
-    assert describe_layer(nn.Embedding(100, 8)) == "Embedding 100×8"
-    assert describe_layer(LambdaLayer(torch.flatten)) == "LambdaLayer flatten"
-    assert describe_layer(Circuit(nn.ReLU(), nn.ReLU())) == "Circuit 2 layers"
-    graph = circuit_graph(Circuit(nn.Linear(3, 4), nn.ReLU()))
-    assert graph.nodes[1].lines == ("Linear 3→4", "16 params")
-    assert graph.nodes[2].lines == ("ReLU",)
-
-
-@pytest.mark.parametrize(
-    ("module", "family"),
-    [
-        (nn.Conv1d(1, 1, 1), "conv"),
-        (nn.ConvTranspose2d(1, 1, 1), "conv"),
-        (nn.Linear(1, 1), "linear"),
-        (nn.BatchNorm1d(1), "norm"),
-        (nn.GroupNorm(1, 2), "norm"),
-        (nn.GELU(), "activation"),
-        (nn.Softmax(dim=1), "activation"),
-        (nn.AvgPool2d(2), "pooling"),
-        (nn.MultiheadAttention(4, 1), "attention"),
-        (nn.TransformerEncoderLayer(8, 2), "attention"),
-        (nn.Dropout2d(), "dropout"),
-        (nn.Flatten(), "other"),
-    ],
-)
-def test_layer_families(module: nn.Module, family: str) -> None:
-    assert layer_family(module) == family
-
-
-# --- Shapes on the edges ---
-
-
-def test_edge_shapes_match_a_real_forward() -> None:
-    model = models.quickstart()
-    seen: dict[str, tuple[int, ...]] = {}
-    hooks = [
-        module.register_forward_hook(
-            lambda _m, _i, out, name=name: seen.__setitem__(name, tuple(out.shape))
-        )
-        for name, module in model.named_modules()
-        if name and not list(module.children())
-    ]
-    x = torch.randn(2, 3, 16, 16)
-    expected_output = tuple(model(x).shape)
-    for hook in hooks:
-        hook.remove()
-    layout = layout_circuit(model, show_repeats=False, input_shape=(2, 3, 16, 16))
-    graph = layout.graph
-    for previous, node in itertools.pairwise(graph.nodes):
-        if previous.kind == "layer":
-            assert node.in_shape == seen[previous.key], previous.key
-    assert graph.nodes[-1].in_shape == expected_output
-    shape_labels = [label.text for e in layout.edges for label in e.labels if label.kind == "shape"]
-    assert len(shape_labels) == len(graph.nodes) - 1  # every edge
-    into_output = next(e for e in layout.edges if e.targets == ("output",))
-    assert into_output.labels[0].text == "(2, 10)"
-    assert into_output.labels[0].y == pytest.approx(layout.box("output").y - GAP / 2)
-
-
-def test_folded_edge_leaving_a_block_carries_the_last_repeat_output() -> None:
-    model = Circuit(
-        StartBlock("grow", num_repeats=3),
-        SaveInput("x"),
-        nn.Linear(4, 4),
-        GetInput("x", op="cat"),  # doubles the features each repeat
-        EndBlock("grow"),
-        nn.Flatten(),
-    )
-    with pytest.raises(ShapeError):  # the second repeat's Linear expects 4, gets 8
-        layout_circuit(model, input_shape=(1, 4))
-    model = Circuit(
-        StartBlock("grow", num_repeats=3),
-        SaveInput("x"),
-        nn.ReLU(),
-        GetInput("x", op="cat"),
-        EndBlock("grow"),
-        nn.Flatten(),
-    )
-    graph = layout_circuit(model, input_shape=(1, 4)).graph
-    assert graph.node("5").in_shape == (1, 32)  # 4 → 8 → 16 → 32
-    assert graph.node("grow.0.2").in_shape == (1, 4)  # inside the frame: the first repeat
+# --- Shapes, traced for the edges ---
 
 
 def test_trace_shapes_copies_no_data_and_leaves_the_model_alone() -> None:

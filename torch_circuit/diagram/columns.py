@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from .geometry import FRAME_FOOTER, FRAME_HEADER, GAP, MAX_ASPECT, MIN_WRAP_HEIGHT
+from .geometry import COLUMN_GUTTER, FRAME_FOOTER, FRAME_HEADER, GAP, MAX_ASPECT, MIN_WRAP_HEIGHT
 from .graph import Graph, GraphNode, Item
 
 __all__ = ["chunk_height", "chunks", "pack"]
@@ -89,11 +89,15 @@ def balanced_height(
     no taller than `MAX_ASPECT` times the width where the chunks allow. Diagrams shorter than
     `MIN_WRAP_HEIGHT` and not too tall for their width stay in one column."""
     total = sum(heights)
-    if total <= min(MIN_WRAP_HEIGHT, MAX_ASPECT * column_width):
+
+    def width(columns: int) -> float:  # less the gutter after the last column
+        return columns * column_width - COLUMN_GUTTER
+
+    if total <= min(MIN_WRAP_HEIGHT, MAX_ASPECT * width(1)):
         return total
     most = 2 * math.ceil(math.sqrt(total / column_width)) + 1
     options = [(_least_height(heights, c, live), c) for c in range(1, most + 1)]
-    slim = [o for o in options if o[0] <= MAX_ASPECT * o[1] * column_width] or options[-1:]
+    slim = [o for o in options if o[0] <= MAX_ASPECT * width(o[1])] or options[-1:]
     height, _ = min(slim, key=lambda option: option[0] + option[1] * column_width)
     return height
 
