@@ -214,3 +214,37 @@ def test_the_page_opens_in_the_view_asked_for(tmp_path: Path) -> None:
 def test_colours_reach_the_page() -> None:
     text = circuit_html(models.quickstart(), colors={"conv": "tab:blue", "skip": "black"})
     assert 'fill="#1f77b4"' in text and "--skip:#000000" in text
+
+
+def test_the_command_line_writes_the_page(tmp_path: Path, capsys: Any) -> None:
+    from torch_circuit.cli import main
+
+    path = tmp_path / "arch.html"
+    spec = f"{Path(__file__).resolve().parent.parent / 'examples' / 'quickstart.py'}:build_model"
+    assert main(["draw", spec, "-o", str(path), "--input-shape", "1,3,32,32"]) == 0
+    page = Page(path.read_text(encoding="utf-8"))
+    assert sorted(page.views) == ["", "3"] and page.data["shapes"] is True
+    assert main(["draw", spec, "-o", str(tmp_path / "e.html"), "--expanded"]) == 0
+    assert Page((tmp_path / "e.html").read_text(encoding="utf-8")).data["initial"] == "3"
+
+
+def test_the_command_line_refuses_a_diagram_too_large_in_one_line(
+    tmp_path: Path, capsys: Any
+) -> None:
+    from torch_circuit.cli import main
+
+    models_file = tmp_path / "big.py"
+    models_file.write_text(
+        "from torch import nn\n"
+        "from torch_circuit import Circuit, StartBlock, EndBlock\n"
+        "def big():\n"
+        "    return Circuit(StartBlock('b', num_repeats=100_000, share_weights=True),\n"
+        "                   nn.ReLU(), EndBlock('b'))\n",
+        encoding="utf-8",
+    )
+    path = tmp_path / "big.html"
+    assert main(["draw", f"{models_file}:big", "-o", str(path), "--expanded"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "100,000 layers" in error
+    assert error.endswith("(leave out --expanded)") and not path.exists()
+    assert main(["draw", f"{models_file}:big", "-o", str(path)]) == 0  # folded: 1 layer

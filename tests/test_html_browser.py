@@ -136,9 +136,15 @@ def test_zoom_and_pan_move_the_camera(browser: Any, tmp_path: Path) -> None:
     assert view(browser) == ""  # a drag is not a click
 
 
-def test_200_layers_open_and_expand_within_a_second(browser: Any, tmp_path: Path) -> None:
-    model = models.deep_mlp()
-    open_page(browser, model, tmp_path / "deep.html", input_shape=(8, 32))
+@pytest.mark.parametrize(
+    ("name", "layers", "shape"), [("quickstart", 24, (1, 3, 32, 32)), ("deep_mlp", 200, (8, 32))]
+)
+def test_a_page_of_up_to_200_layers_opens_and_expands_within_a_second(
+    browser: Any, tmp_path: Path, name: str, layers: int, shape: tuple[int, ...]
+) -> None:
+    model = getattr(models, name)()
+    path = tmp_path / f"{name}.html"
+    open_page(browser, model, path, input_shape=shape)
     opened = browser.execute_script("return window.circuitView.openedMs")
     expand = """
         const done = arguments[arguments.length - 1];
@@ -149,9 +155,11 @@ def test_200_layers_open_and_expand_within_a_second(browser: Any, tmp_path: Path
             () => done([performance.now() - started, window.circuitView.view(),
                         document.querySelectorAll('#camera .node.layer').length])));
     """
-    expanded_ms, key, layers = browser.execute_async_script(expand)
-    assert key != "" and layers == 200
-    print(f"200 layers: opened in {opened:.0f} ms, expanded in {expanded_ms:.0f} ms")
+    expanded_ms, key, drawn = browser.execute_async_script(expand)
+    assert key != "" and drawn == layers
+    size = path.stat().st_size
+    print(f"{name}: {size / 1024:.0f} KiB, opened in {opened:.0f} ms, ", end="")
+    print(f"expanded in {expanded_ms:.0f} ms")
     assert opened < SECOND * 1000
     assert expanded_ms < SECOND * 1000
     assert console_problems(browser) == []
