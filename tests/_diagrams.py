@@ -1,4 +1,5 @@
-"""What the diagram tests share: the models drawn in docs/images, and golden-file checks."""
+"""What the diagram tests share: the models drawn in docs/images, a nested model, a layer with
+markup in its repr, and golden-file checks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import importlib.util
 import os
 from pathlib import Path
 from types import ModuleType
+
+import torch
+from torch import nn
+
+from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -23,6 +29,40 @@ def _load_models() -> ModuleType:
 
 
 models = _load_models()
+
+
+def nested() -> Circuit:
+    """Blocks in a block: `stage` (StartBlock at position 2, 2 repeats) holds `unit` (position
+    4, 3 shared repeats); the skip `outer`, saved before both, is read in every unit repeat."""
+    return Circuit(
+        nn.Linear(4, 4),
+        SaveInput("outer"),
+        StartBlock("stage", num_repeats=2),
+        SaveInput("s"),
+        StartBlock("unit", num_repeats=3, share_weights=True),
+        SaveInput("u"),
+        nn.Linear(4, 4),
+        GetInput("u"),
+        GetInput("outer", op=torch.mul),
+        EndBlock("unit"),
+        GetInput("s"),
+        EndBlock("stage"),
+        nn.Linear(4, 2),
+    )
+
+
+class Hostile(nn.Module):
+    """An identity whose repr carries markup: a page must show it as text, never run it."""
+
+    def __init__(self, markup: str) -> None:
+        super().__init__()
+        self.markup = markup
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return self.markup
 
 
 def check_golden(name: str, text: str) -> None:

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from _browser import start_browser
-from _diagrams import ROOT, models
+from _diagrams import ROOT, Hostile, models
 from torch import nn
 
 from torch_circuit import Circuit, GetInput, SaveInput
@@ -170,15 +169,7 @@ def test_markup_in_names_and_reprs_is_shown_as_text(browser: Any, tmp_path: Path
     from selenium.webdriver.common.by import By
 
     hostile = "<script>window.pwned = 1</script><img src=x onerror='window.pwned = 2'>"
-
-    class Hostile(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x
-
-        def extra_repr(self) -> str:
-            return hostile
-
-    model = Circuit(nn.Linear(4, 4), SaveInput(hostile), Hostile(), GetInput(hostile))
+    model = Circuit(nn.Linear(4, 4), SaveInput(hostile), Hostile(hostile), GetInput(hostile))
     open_page(browser, model, tmp_path / "hostile.html")
     assert browser.execute_script("return window.pwned") is None
     assert len(browser.find_elements(By.TAG_NAME, "script")) == 2  # the page's own two

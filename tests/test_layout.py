@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from _diagrams import models
+from _diagrams import models, nested
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -236,24 +236,6 @@ def test_user_column_height_is_respected_where_the_flow_allows() -> None:
 
 
 # --- Folding, nesting and labels ---
-
-
-def nested() -> Circuit:
-    return Circuit(
-        nn.Linear(4, 4),
-        SaveInput("outer"),
-        StartBlock("stage", num_repeats=2),
-        SaveInput("s"),
-        StartBlock("unit", num_repeats=3, share_weights=True),
-        SaveInput("u"),
-        nn.Linear(4, 4),
-        GetInput("u"),
-        GetInput("outer", op=torch.mul),
-        EndBlock("unit"),
-        GetInput("s"),
-        EndBlock("stage"),
-        nn.Linear(4, 2),
-    )
 
 
 @pytest.mark.parametrize("folded", [True, False])

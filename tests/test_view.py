@@ -7,11 +7,10 @@ import itertools
 from typing import Any
 
 import pytest
-import torch
-from _diagrams import models
+from _diagrams import models, nested
 from torch import nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit import Circuit, EndBlock, StartBlock
 from torch_circuit.diagram import graph as graph_module
 from torch_circuit.diagram.graph import circuit_graph
 from torch_circuit.diagram.view import (
@@ -24,25 +23,6 @@ from torch_circuit.diagram.view import (
     view_walk,
 )
 from torch_circuit.nodes import Enter, Exit, Visit, walk
-
-
-def nested() -> Circuit:
-    return Circuit(
-        nn.Linear(4, 4),
-        SaveInput("outer"),
-        StartBlock("stage", num_repeats=2),
-        SaveInput("s"),
-        StartBlock("unit", num_repeats=3, share_weights=True),
-        SaveInput("u"),
-        nn.Linear(4, 4),
-        GetInput("u"),
-        GetInput("outer", op=torch.mul),
-        EndBlock("unit"),
-        GetInput("s"),
-        EndBlock("stage"),
-        nn.Linear(4, 2),
-    )
-
 
 STAGE, UNIT = 2, 4  # StartBlock positions in nested()
 

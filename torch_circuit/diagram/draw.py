@@ -73,9 +73,10 @@ def visualize(
         max_column_height: wrap a long diagram into columns no taller than this (inches).
         dpi: the resolution of raster images, in dots per inch: a PNG file, and the image
             a notebook shows for the returned figure where it cannot show the page.
-        show: whether to show the figure in a window. By default it is shown when no
-            `save_path` is given and the code runs outside a notebook; `False` only returns
-            it (managed by `pyplot`, so `plt.show()` shows it later).
+        show: whether to show the figure in a window when no `save_path` is given (a
+            diagram asked to be saved is never shown). By default (or `True`) it is shown
+            outside a notebook; `False` only returns it, managed by `pyplot` so that
+            `plt.show()` shows it later.
 
     Raises:
         ValueError: an unknown extension, contradicting `show_repeats` and `expanded`, bad
