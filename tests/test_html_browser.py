@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from _browser import start_browser
-from _diagrams import ROOT, Hostile, models
+from _diagrams import ROOT, Hostile, models, nested
 from torch import nn
 
-from torch_circuit import Circuit, GetInput, SaveInput
+from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
 
 RESNET = 3  # the StartBlock position of the Quick Start's block: its view's name
 SECOND = 1.0  # what the issue allows to open, and to expand, a 200-layer model
@@ -201,3 +201,62 @@ def test_screenshot_of_the_page(browser: Any, tmp_path: Path) -> None:
     assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a picture, not a blank page
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         (ROOT / "docs" / "images" / "html_view.png").write_bytes(data)
+
+
+def test_nested_blocks_expand_and_fold_on_their_own(browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, nested(), tmp_path / "nested.html")
+    stage, unit = 2, 4  # their StartBlock positions
+    browser.execute_script("window.circuitView.toggle('unit')")
+    assert view(browser) == str(unit)
+    click(browser, frame_label(browser, "stage"))
+    assert view(browser) == f"{stage},{unit}"
+    frames = browser.find_elements(By.CSS_SELECTOR, ".frame")
+    assert len(frames) == 2 + 2 * 3  # each stage repeat holds the three unit repeats
+    click(browser, frame_label(browser, "unit", "0"))
+    assert view(browser) == str(stage)  # folding one folds the block in every repeat
+    ids = [f.get_attribute("data-frame") for f in browser.find_elements(By.CSS_SELECTOR, ".frame")]
+    assert ids == ["stage.0", "stage.1", "stage.0.unit", "stage.1.unit"]
+    browser.find_element(By.ID, "fold-all").click()
+    assert view(browser) == ""
+    browser.find_element(By.ID, "expand-all").click()
+    assert view(browser) == f"{stage},{unit}"
+    assert console_problems(browser) == []
+
+
+def test_the_notebook_view_runs_in_its_sandboxed_frame(browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    figure = models.quickstart().visualize(show=False)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    path = tmp_path / "notebook.html"
+    path.write_text(f"<!DOCTYPE html><html><body>{figure._repr_html_()}</body></html>")
+    browser.get(path.as_uri())
+    browser.switch_to.frame(browser.find_element(By.TAG_NAME, "iframe"))
+    try:
+        wait_for(browser, "return document.documentElement.dataset.ready === 'true'")
+        click(browser, frame_label(browser, "resnet"))
+        assert view(browser) == str(RESNET)
+    finally:
+        browser.switch_to.default_content()
+    assert console_problems(browser) == []
+
+
+def test_a_block_too_large_to_expand_says_so_when_clicked(browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    model = Circuit(
+        nn.Linear(4, 4),
+        StartBlock("huge", num_repeats=10_000, share_weights=True),
+        nn.ReLU(),
+        EndBlock("huge"),
+    )
+    open_page(browser, model, tmp_path / "huge.html")
+    click(browser, frame_label(browser, "huge"))
+    assert view(browser) == ""
+    status = browser.find_element(By.ID, "status").text
+    assert "'huge' expanded is too large to draw" in status
+    assert console_problems(browser) == []

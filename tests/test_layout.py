@@ -17,6 +17,7 @@ from torch_circuit import Circuit, EndBlock, GetInput, LambdaLayer, SaveInput, S
 from torch_circuit.diagram.describe import text_width
 from torch_circuit.diagram.geometry import Box, Edge, Layout
 from torch_circuit.diagram.layout import layout_circuit
+from torch_circuit.diagram.view import block_declarations, drawn_size
 from torch_circuit.shapes import ShapeError, trace_shapes
 
 EPS = 1e-9
@@ -456,6 +457,24 @@ def test_random_circuits_follow_the_rules(model: Circuit, folded: bool, height: 
     reads = [b for b in layout.boxes if b.kind == "merge"]
     targets = [t for e in layout.edges if e.kind == "skip" for t in e.targets]
     assert sorted(targets) == sorted(b.id for b in reads)  # every read is reached by its skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=circuits(), data=st.data())
+def test_random_views_of_random_circuits_follow_the_rules(model: Circuit, data: Any) -> None:
+    """Every view an HTML page can show (any set of expanded blocks) keeps the rules, and
+    draws what `drawn_size` says, before any walk."""
+    blocks = [block.position for block in block_declarations(model.nodes)]
+    view = (
+        frozenset(data.draw(st.lists(st.sampled_from(blocks), unique=True)))
+        if blocks
+        else frozenset()
+    )
+    layout = layout_circuit(model, view=view, input_shape=(2, 3))
+    check_rules(layout)
+    assert len(layout.boxes) == drawn_size(model.nodes, view) + 2
+    for frame in layout.graph.frames:
+        assert (frame.repeat is not None) == (frame.position in view)
 
 
 def test_the_rule_checker_catches_violations() -> None:
