@@ -1,14 +1,18 @@
 """What the diagram tests share: the models drawn in docs/images, a nested model, a layer with
-markup in its repr, and golden-file checks."""
+markup in its repr, random valid circuits, and golden-file checks."""
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
+import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
+from hypothesis import strategies as st
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
@@ -73,3 +77,40 @@ def check_golden(name: str, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     assert path.exists(), f"{path} is missing; run UPDATE_GOLDEN=1 pytest"
     assert text == path.read_text(encoding="utf-8")
+
+
+@st.composite
+def circuits(draw: st.DrawFn) -> Circuit:
+    counter = itertools.count()
+
+    def scope(depth: int, visible: list[str]) -> list[Any]:
+        items: list[Any] = []
+        local: list[str] = []
+        for _ in range(draw(st.integers(1, 5))):
+            kind = draw(
+                st.sampled_from(
+                    ["layer", "save", "read", "block"] if depth < 2 else ["layer", "save", "read"]
+                )
+            )
+            if kind == "layer":
+                items.append(nn.Linear(3, 3))
+            elif kind == "save":
+                name = f"s{next(counter)}"
+                items.append(SaveInput(name))
+                local.append(name)
+            elif kind == "read" and (local or visible):
+                name = draw(st.sampled_from(local + visible))
+                items.append(GetInput(name, op=draw(st.sampled_from(["add", "mul"]))))
+            elif kind == "block":
+                name = f"b{next(counter)}"
+                repeats = draw(st.integers(1, 3))
+                shared = draw(st.booleans())
+                body = scope(depth + 1, visible + local)
+                items += [StartBlock(name, repeats, shared), *body, EndBlock(name)]
+            else:
+                items.append(nn.ReLU())
+        return items
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Circuit(*scope(0, []))

@@ -2,129 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
-import warnings
 from typing import Any
 
 import pytest
 import torch
-from _diagrams import models, nested
+from _diagrams import circuits, models, nested
+from _rules import check_rules, lanes_by_column
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
-from torch_circuit.diagram.describe import text_width
-from torch_circuit.diagram.geometry import Box, Edge, Layout
 from torch_circuit.diagram.layout import layout_circuit
 from torch_circuit.diagram.view import block_declarations, drawn_size
 from torch_circuit.shapes import ShapeError, trace_shapes
-
-EPS = 1e-9
-
-
-# --- The drawing rules, checked on any layout ---
-
-
-def interiors_overlap(a: Box, b: Box) -> bool:
-    return (
-        a.x < b.x + b.w - EPS
-        and b.x < a.x + a.w - EPS
-        and a.y < b.y + b.h - EPS
-        and b.y < a.y + a.h - EPS
-    )
-
-
-def segment_crosses_box(p: tuple[float, float], q: tuple[float, float], box: Box) -> bool:
-    """Whether an axis-aligned segment enters the open interior of ``box``."""
-    x0, x1 = sorted((p[0], q[0]))
-    y0, y1 = sorted((p[1], q[1]))
-    return (
-        x0 < box.x + box.w - EPS
-        and x1 > box.x + EPS
-        and y0 < box.y + box.h - EPS
-        and (y1 > box.y + EPS)
-    )
-
-
-def shared_length(a: tuple[Any, Any], b: tuple[Any, Any]) -> float:
-    """How long two axis-aligned segments run along each other (0 when they only cross)."""
-    (ax0, ay0), (ax1, ay1) = a
-    (bx0, by0), (bx1, by1) = b
-    if ax0 == ax1 == bx0 == bx1:
-        lo, hi = max(min(ay0, ay1), min(by0, by1)), min(max(ay0, ay1), max(by0, by1))
-        return max(0.0, hi - lo)
-    if ay0 == ay1 == by0 == by1:
-        lo, hi = max(min(ax0, ax1), min(bx0, bx1)), min(max(ax0, ax1), max(bx0, bx1))
-        return max(0.0, hi - lo)
-    return 0.0
-
-
-def contains(outer: Any, inner: Any) -> bool:
-    return (
-        outer.x <= inner.x + EPS
-        and outer.y <= inner.y + EPS
-        and inner.x + inner.w <= outer.x + outer.w + EPS
-        and inner.y + inner.h <= outer.y + outer.h + EPS
-    )
-
-
-def skip_span(edge: Edge, layout: Layout) -> tuple[float, float]:
-    ys = [layout.box(edge.source).cy, *(layout.box(t).cy for t in edge.targets)]
-    return min(ys), max(ys)
-
-
-def check_rules(layout: Layout) -> None:
-    boxes = layout.boxes
-    for a, b in itertools.combinations(boxes, 2):
-        assert not interiors_overlap(a, b), f"boxes {a.id} and {b.id} overlap"
-    for box in boxes:
-        assert box.x >= 0 and box.x + box.w <= layout.width + EPS, box
-        assert box.y >= 0 and box.y + box.h <= layout.height + EPS, box
-    frames = {frame.id: frame for frame in layout.frames}
-    for box in boxes:
-        for frame_id in layout.graph.node(box.id).frames:
-            assert contains(frames[frame_id], box), f"frame {frame_id} misses box {box.id}"
-    for frame in layout.frames:
-        if frame.parent is not None:
-            assert contains(frames[frame.parent], frame), f"{frame.id} pokes out of its parent"
-    skips = [edge for edge in layout.edges if edge.kind == "skip" and edge.paths]
-    skips = [edge for edge in skips if len(lanes_by_column(edge, layout)) == 1]  # not wrapped
-    for a, b in itertools.combinations(skips, 2):
-        if _same_column(a, b, layout) and _overlap(skip_span(a, layout), skip_span(b, layout)):
-            assert a.lane != b.lane, f"{a.id} and {b.id} overlap in one lane"
-    for edge in layout.edges:
-        ends = {edge.source, *edge.targets}
-        for p, q in edge.segments():
-            for box in boxes:
-                if box.id not in ends:
-                    assert not segment_crosses_box(p, q, box), f"{edge.id} crosses {box.id}"
-    for a, b in itertools.combinations(layout.edges, 2):
-        for s in a.segments():
-            for t in b.segments():
-                assert shared_length(s, t) < EPS, f"{a.id} and {b.id} share a segment"
-    for box in boxes:
-        if box.kind in ("layer", "input", "output"):
-            for line in box.lines:
-                assert text_width(line, 8) <= box.w, f"text {line!r} overflows {box.id}"
-
-
-def lanes_by_column(edge: Edge, layout: Layout) -> dict[int, float]:
-    """The x of a skip's lane in each column it runs through (it enters the next column's
-    lane after each wrap: foot, gutter, top, lane)."""
-    main = edge.paths[0]
-    first = layout.box(edge.source).column
-    crossings = (len(main) - 4) // 4
-    return {first + k: main[1 + 4 * k][0] for k in range(crossings + 1)}
-
-
-def _same_column(a: Edge, b: Edge, layout: Layout) -> bool:
-    return layout.box(a.source).column == layout.box(b.source).column
-
-
-def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
-
 
 # --- The committed diagrams ---
 
@@ -408,43 +299,6 @@ def test_malformed_input_shapes_are_rejected(shape: Any, error: type, message: s
 
 
 # --- Random circuits keep the rules ---
-
-
-@st.composite
-def circuits(draw: st.DrawFn) -> Circuit:
-    counter = itertools.count()
-
-    def scope(depth: int, visible: list[str]) -> list[Any]:
-        items: list[Any] = []
-        local: list[str] = []
-        for _ in range(draw(st.integers(1, 5))):
-            kind = draw(
-                st.sampled_from(
-                    ["layer", "save", "read", "block"] if depth < 2 else ["layer", "save", "read"]
-                )
-            )
-            if kind == "layer":
-                items.append(nn.Linear(3, 3))
-            elif kind == "save":
-                name = f"s{next(counter)}"
-                items.append(SaveInput(name))
-                local.append(name)
-            elif kind == "read" and (local or visible):
-                name = draw(st.sampled_from(local + visible))
-                items.append(GetInput(name, op=draw(st.sampled_from(["add", "mul"]))))
-            elif kind == "block":
-                name = f"b{next(counter)}"
-                repeats = draw(st.integers(1, 3))
-                shared = draw(st.booleans())
-                body = scope(depth + 1, visible + local)
-                items += [StartBlock(name, repeats, shared), *body, EndBlock(name)]
-            else:
-                items.append(nn.ReLU())
-        return items
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Circuit(*scope(0, []))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -26,6 +26,7 @@ from types import ModuleType
 
 from .circuit import Circuit
 from .diagram.files import FORMATS
+from .diagram.geometry import Direction
 from .diagram.view import DiagramTooLargeError
 from .shapes import ShapeError
 
@@ -182,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHAPE",
         help="label every edge with its tensor shape, e.g. 1,3,32,32",
     )
+    draw.add_argument(
+        "--direction",
+        choices=("down", "right"),
+        default="down",
+        help="run the flow down columns (the default) or left to right along rows",
+    )
 
     summary = commands.add_parser("summary", help="print a table of layers, shapes, parameters")
     summary.add_argument("factory", metavar="MODULE:FACTORY")
@@ -195,7 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_draw(
-    model: Circuit, output: Path, expanded: bool, input_shape: Sequence[int] | None
+    model: Circuit,
+    output: Path,
+    expanded: bool,
+    input_shape: Sequence[int] | None,
+    direction: Direction = "down",
 ) -> str:
     """Save the diagram to `output`; return the line to print."""
     if output.suffix.lower() not in FORMATS:
@@ -206,7 +217,10 @@ def run_draw(
     with _shape_errors(input_shape):
         try:
             model.visualize(
-                save_path=str(output), show_repeats=not expanded, input_shape=input_shape
+                save_path=str(output),
+                show_repeats=not expanded,
+                input_shape=input_shape,
+                direction=direction,
             )
         except DiagramTooLargeError as error:
             hint = " (leave out --expanded)" if expanded else ""
@@ -244,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = load_circuit(args.factory)
         if args.command == "draw":
-            print(run_draw(model, args.output, args.expanded, args.input_shape))
+            draw = run_draw(model, args.output, args.expanded, args.input_shape, args.direction)
+            print(draw)
         else:
             print(run_summary(model, args.input_shape))
     except CommandError as error:

@@ -20,8 +20,9 @@ from torch import Tensor
 
 from ..block import Scope
 from .files import FORMATS, check_save_path, write_atomically
+from .geometry import Direction
 from .html import circuit_html
-from .layout import layout_circuit
+from .layout import check_direction, layout_circuit
 from .render import PNG_DPI, check_figsize, draw_layout, resolve_colors
 from .view import check_drawable, resolve_expanded
 
@@ -47,6 +48,7 @@ def visualize(
     max_column_height: float | None = None,
     dpi: float = PNG_DPI,
     show: bool | None = None,
+    direction: Direction = "down",
 ) -> Figure:
     """Draw the circuit as a diagram and return the matplotlib `Figure`.
 
@@ -70,18 +72,22 @@ def visualize(
             `dropout`, `other`), `skip` or `io`.
         input_shape: an input shape including the batch dimension (or an example tensor):
             every edge is labelled with its tensor shape, computed on the `meta` device.
-        max_column_height: wrap a long diagram into columns no taller than this (inches).
+        max_column_height: wrap a long diagram into columns no taller than this (inches);
+            with `direction="right"`, into rows no wider.
         dpi: the resolution of raster images, in dots per inch: a PNG file, and the image
             a notebook shows for the returned figure where it cannot show the page.
         show: whether to show the figure in a window when no `save_path` is given (a
             diagram asked to be saved is never shown). By default (or `True`) it is shown
             outside a notebook; `False` only returns it, managed by `pyplot` so that
             `plt.show()` shows it later.
+        direction: `"down"` (the default) runs the flow down columns that wrap to the
+            right; `"right"` runs it left to right along rows that wrap downwards.
 
     Raises:
-        ValueError: an unknown extension, contradicting `show_repeats` and `expanded`, bad
-            `color_map` or `figsize`, or a diagram too large to draw (the message gives its
-            size and that of the folded view); each before any work, leaving no file.
+        ValueError: an unknown extension, contradicting `show_repeats` and `expanded`, a bad
+            `color_map`, `figsize` or `direction`, or a diagram too large to draw (the
+            message gives its size and that of the folded view); each before any work,
+            leaving no file.
 
     Example:
 
@@ -91,6 +97,7 @@ def visualize(
     colors = resolve_colors(color_map)
     path = check_save_path(save_path)
     check_figsize(figsize)
+    check_direction(direction)
     everything = resolve_expanded(show_repeats, expanded)
     check_drawable(circuit.nodes, everything)
     page = functools.partial(
@@ -100,6 +107,7 @@ def visualize(
         colors=colors,
         max_column_height=max_column_height,
         expanded=everything,
+        direction=direction,
     )
     if path is not None and FORMATS[path.suffix.lower()] == "html":
         data = page().encode("utf-8")
@@ -109,7 +117,11 @@ def visualize(
 
         write_atomically(path, write)
     layout = layout_circuit(
-        circuit, expanded=everything, input_shape=input_shape, max_column_height=max_column_height
+        circuit,
+        expanded=everything,
+        input_shape=input_shape,
+        max_column_height=max_column_height,
+        direction=direction,
     )
     notebook = path is None and _in_notebook()
     window = path is None and not notebook and show is not False

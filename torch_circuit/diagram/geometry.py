@@ -17,6 +17,7 @@ from .graph import Graph, NodeKind
 
 __all__ = [
     "Box",
+    "Direction",
     "Edge",
     "EdgeKind",
     "Frame",
@@ -26,6 +27,7 @@ __all__ = [
     "Mark",
     "Point",
     "TextFit",
+    "frame_nesting",
     "glyph_radius",
     "mark_height",
     "mark_lines",
@@ -38,6 +40,10 @@ Point = tuple[float, float]
 
 EdgeKind = Literal["flow", "skip"]
 """A flow edge joins consecutive nodes; a skip runs from a save through its lane to reads."""
+
+Direction = Literal["down", "right"]
+"""Which way the flow runs: down columns that wrap to the right (the default), or along rows
+left to right that wrap downwards."""
 
 LabelKind = Literal["frame", "skip", "shape"]
 """What a label names: a frame, a skip (name, op, shape), or the tensor shape on an edge."""
@@ -180,7 +186,9 @@ class Edge:
 class Layout:
     """Everything a renderer draws, in inches; `width` × `height` is the natural size.
 
-    `labels` are the frames' header labels, one per frame in the order of `frames`.
+    `labels` are the frames' header labels, one per frame in the order of `frames`. With
+    `direction="right"` the flow runs along rows and `columns` counts the rows (a box's
+    `column` is its row).
     """
 
     width: float
@@ -191,6 +199,7 @@ class Layout:
     labels: tuple[Label, ...]
     columns: int
     graph: Graph
+    direction: Direction = "down"
 
     def box(self, box_id: str) -> Box:
         """The box of the node whose occurrence path is `box_id`."""
@@ -235,6 +244,17 @@ class TextFit:
             return text[:keep] + "…"
         tail = text[name:]
         return text[: max(1, min(name, keep - len(tail)))] + "…" + tail
+
+
+def frame_nesting(graph: Graph, frame_ids: list[str]) -> dict[str, int]:
+    """How many levels of frames each of `frame_ids` holds inside it (0 for the innermost)."""
+    nesting = dict.fromkeys(frame_ids, 0)
+    for fid in frame_ids:
+        parent, height = graph.frame(fid).parent, 1
+        while parent is not None and parent in nesting:
+            nesting[parent] = max(nesting[parent], height)
+            parent, height = graph.frame(parent).parent, height + 1
+    return nesting
 
 
 def mark_lines(text: TextFit, layers: tuple[str, ...]) -> tuple[str, ...]:

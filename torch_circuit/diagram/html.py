@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..block import Scope
 from ..shapes import ShapeTrace, trace_shapes
 from .describe import DEFAULT_COLORS, format_shape
+from .geometry import Direction
 from .graph import Graph, circuit_graph
 from .layout import layout_graph
 from .svg import PX, layout_svg
@@ -84,6 +85,7 @@ def circuit_html(
     max_column_height: float | None = None,
     title: str | None = None,
     expanded: bool = False,
+    direction: Direction = "down",
 ) -> str:
     """The interactive page of `circuit`'s diagram, as HTML text.
 
@@ -97,6 +99,7 @@ def circuit_html(
         title: the page title; by default the circuit's class and size.
         expanded: open with every block expanded (where the page holds that view) instead
             of folded.
+        direction: as for `layout_circuit`: columns (`"down"`) or rows (`"right"`).
 
     Raises:
         ValueError: the folded diagram alone would draw more than `view.MAX_DRAWN` nodes.
@@ -115,7 +118,7 @@ def circuit_html(
     details: dict[str, dict[str, object]] = {}
     for view in views.views:
         graph = circuit_graph(circuit, view=view, trace=trace)
-        layout = layout_graph(graph, max_column_height=max_column_height)
+        layout = layout_graph(graph, max_column_height=max_column_height, direction=direction)
         templates.append(
             f'<template data-view="{view_key(view)}" data-width="{layout.width * PX:.0f}" '
             f'data-height="{layout.height * PX:.0f}"><svg xmlns="http://www.w3.org/2000/svg">'

@@ -47,12 +47,14 @@ from .geometry import (
     TRANSFORM_ROW,
     WRAP_Y,
     Box,
+    Direction,
     Edge,
     Frame,
     Label,
     Layout,
     Point,
     TextFit,
+    frame_nesting,
     mark_height,
     mark_lines,
     mark_width,
@@ -61,9 +63,10 @@ from .geometry import (
 )
 from .graph import GLYPHS, Graph, GraphNode, GraphSkip, Item, circuit_graph
 from .lanes import SkipRoute, SkipRouter, label_raise, lane_levels
+from .rows import layout_rows
 from .view import Expand
 
-__all__ = ["layout_circuit", "layout_graph"]
+__all__ = ["check_direction", "layout_circuit", "layout_graph"]
 
 
 def layout_circuit(
@@ -75,6 +78,7 @@ def layout_circuit(
     max_column_height: float | None = None,
     view: Expand | None = None,
     trace: ShapeTrace | None = None,
+    direction: Direction = "down",
 ) -> Layout:
     """Place every box, frame, lane and edge of `circuit`'s diagram.
 
@@ -86,9 +90,12 @@ def layout_circuit(
             once.
         input_shape: an input shape (or example tensor) to label every edge with its shape.
         max_column_height: wrap into columns no taller than this (inches) where the flow
-            allows; by default chosen so that the diagram is about as wide as it is tall.
+            allows (with `direction="right"`: rows no wider); by default chosen so that the
+            diagram is about as wide as it is tall.
         view: which blocks to expand, by `StartBlock` position (see `view.Expand`).
         trace: shapes already traced, instead of `input_shape`.
+        direction: `"down"` (columns, wrapping to the right) or `"right"` (rows, left to
+            right, wrapping downwards; see `rows.py`).
 
     Example:
 
@@ -98,12 +105,26 @@ def layout_circuit(
     graph = circuit_graph(
         circuit, show_repeats, input_shape, expanded=expanded, view=view, trace=trace
     )
-    return layout_graph(graph, max_column_height=max_column_height)
+    return layout_graph(graph, max_column_height=max_column_height, direction=direction)
 
 
-def layout_graph(graph: Graph, *, max_column_height: float | None = None) -> Layout:
+def layout_graph(
+    graph: Graph, *, max_column_height: float | None = None, direction: Direction = "down"
+) -> Layout:
     """Place `graph` (see `layout_circuit`)."""
+    check_direction(direction)
+    if direction == "right":
+        return layout_rows(graph, max_column_height)
     return _Placer(graph).place(max_column_height)
+
+
+def check_direction(direction: object) -> None:
+    """Refuse a `direction` other than `"down"` and `"right"`."""
+    if direction not in ("down", "right"):
+        raise ValueError(
+            f"direction must be 'down' (columns, the default) or 'right' (rows, left to "
+            f"right), got {direction!r}."
+        )
 
 
 @dataclass
@@ -257,7 +278,7 @@ class _Placer:
         def lane_x(lane: int) -> float:
             return right + LANE_MARGIN + lane * LANE_GAP
 
-        nesting = self.nesting(frame_ids)
+        nesting = frame_nesting(self.graph, frame_ids)
         frames = []
         for fid in frame_ids:
             info = graph.frame(fid)
@@ -356,16 +377,6 @@ class _Placer:
                 spans[item_id] = (spans[item_id][0], y)
         column.bottom = y
         return boxes, spans
-
-    def nesting(self, frame_ids: list[str]) -> dict[str, int]:
-        """How many levels of frames each frame holds inside it (0 for the innermost)."""
-        nesting = dict.fromkeys(frame_ids, 0)
-        for fid in frame_ids:
-            parent, height = self.graph.frame(fid).parent, 1
-            while parent is not None and parent in nesting:
-                nesting[parent] = max(nesting[parent], height)
-                parent, height = self.graph.frame(parent).parent, height + 1
-        return nesting
 
     def frame_label(self, frame: Frame) -> Label:
         name = len(self.graph.frame(frame.id).block)
