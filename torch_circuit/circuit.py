@@ -8,7 +8,7 @@ from torch import nn
 
 from .block import Block
 from .build import build_entries, build_per_repeat
-from .diagram.render import notebook_svg, visualize
+from .diagram.draw import visualize
 from .diagram.text import to_dot, to_mermaid
 from .nodes import InputNode
 from .program import run
@@ -173,14 +173,12 @@ class Circuit(Scope):
 
     # Drawing and summaries live in their own modules (matplotlib is imported only when a
     # figure is drawn); each is documented once, there, and used here as a method.
+    # In a notebook a bare `model` shows its text repr, as every module does; the diagram is
+    # `model.visualize()`, whose figure displays as the interactive page.
     visualize = visualize
     summary = summary
     to_dot = to_dot
     to_mermaid = to_mermaid
-
-    def _repr_svg_(self) -> str:
-        """The folded diagram, so that a Circuit displays itself inline in Jupyter."""
-        return notebook_svg(self)
 
 
 def _check_moved_blocks(layers: tuple[Any, ...]) -> None:

@@ -9,6 +9,7 @@ Example:
 
     $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.pdf
     $ torch-circuit draw mypkg.models:make_unet -o unet.png --expanded
+    $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.html
     $ torch-circuit summary examples/resnet_mnist.py:build_circuit --input-shape 1,1,8,8
 """
 
@@ -25,6 +26,8 @@ from types import ModuleType
 
 from .circuit import Circuit
 from .diagram.files import FORMATS
+from .diagram.geometry import Direction
+from .diagram.view import DiagramTooLargeError
 from .shapes import ShapeError
 
 __all__ = ["CommandError", "load_circuit", "main"]
@@ -155,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    draw = commands.add_parser("draw", help="save the architecture diagram (PDF, PNG or SVG)")
+    draw = commands.add_parser(
+        "draw", help="save the architecture diagram (PDF, PNG, SVG, or an interactive HTML page)"
+    )
     draw.add_argument("factory", metavar="MODULE:FACTORY")
     draw.add_argument(
         "-o",
@@ -163,18 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         type=Path,
         metavar="FILE",
-        help="where to save; the extension picks .pdf, .png or .svg",
+        help="where to save; the extension picks .pdf, .png, .svg or .html (a page to open "
+        "in a browser: click a block to expand it, hover a layer for its details)",
     )
     draw.add_argument(
         "--expanded",
         action="store_true",
-        help="draw every repeat of every block instead of one frame labelled ×N",
+        help="draw every repeat of every block instead of one frame labelled ×N (an HTML page "
+        "opens expanded)",
     )
     draw.add_argument(
         "--input-shape",
         type=parse_shape,
         metavar="SHAPE",
         help="label every edge with its tensor shape, e.g. 1,3,32,32",
+    )
+    draw.add_argument(
+        "--direction",
+        choices=("down", "right"),
+        default="down",
+        help="run the flow down columns (the default) or left to right along rows",
     )
 
     summary = commands.add_parser("summary", help="print a table of layers, shapes, parameters")
@@ -189,7 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_draw(
-    model: Circuit, output: Path, expanded: bool, input_shape: Sequence[int] | None
+    model: Circuit,
+    output: Path,
+    expanded: bool,
+    input_shape: Sequence[int] | None,
+    direction: Direction = "down",
 ) -> str:
     """Save the diagram to `output`; return the line to print."""
     if output.suffix.lower() not in FORMATS:
@@ -198,7 +215,16 @@ def run_draw(
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     with _shape_errors(input_shape):
-        model.visualize(save_path=str(output), show_repeats=not expanded, input_shape=input_shape)
+        try:
+            model.visualize(
+                save_path=str(output),
+                show_repeats=not expanded,
+                input_shape=input_shape,
+                direction=direction,
+            )
+        except DiagramTooLargeError as error:
+            hint = " (leave out --expanded)" if expanded else ""
+            raise CommandError(f"{error}{hint}") from error
     return f"saved {output}"
 
 
@@ -232,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = load_circuit(args.factory)
         if args.command == "draw":
-            print(run_draw(model, args.output, args.expanded, args.input_shape))
+            draw = run_draw(model, args.output, args.expanded, args.input_shape, args.direction)
+            print(draw)
         else:
             print(run_summary(model, args.input_shape))
     except CommandError as error:

@@ -310,9 +310,10 @@ class _Walker:
                 if node.push and not self.folded:
                     self.stacks.setdefault(node.name, []).append(path)
             elif isinstance(node, ReadNode):
-                if node.pop and not self.folded:
-                    sources = (self.stacks[node.name].pop(),)
-                elif node.pop:  # folded: every push whose tensors this pop may take
+                stack = self.stacks.get(node.name) if node.pop and not self.folded else None
+                if stack:
+                    sources = (stack.pop(),)
+                elif node.pop:  # folded (or a view folding the pushes): every push it may take
                     sources = tuple(dict.fromkeys(self.saves[s] for s in node.sources))
                 else:  # one per name, in the order the op receives them
                     sources = tuple(self.saves[s] for s in node.sources)
