@@ -43,7 +43,7 @@ from _common import (
 )
 from torch import Tensor, nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock, register
 
 TARGET_ACCURACY = 0.95
 VOCAB = 10  # the digits 0-9
@@ -53,6 +53,7 @@ SEQ_LEN = 10
 # Layers a flat list needs -----------------------------------------------------------------------
 
 
+@register  # so that configs can name it: examples/configs/transformer.yaml
 class SelfAttention(nn.Module):
     """``nn.MultiheadAttention`` as a one-tensor layer: queries, keys and values are all ``x``."""
 
@@ -64,6 +65,7 @@ class SelfAttention(nn.Module):
         return self.attn(x, x, x, need_weights=False)[0]
 
 
+@register
 class AddPositions(nn.Module):
     """Add a learned embedding of each position to the token embeddings."""
 

@@ -1,6 +1,8 @@
 """torch-circuit: flat layer lists with named skip connections and repeated blocks."""
 
 from .circuit import Circuit
+from .config.files import load, read_config, save, write_config
+from .config.registry import register
 from .markers import EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
 from .plan import UnusedSaveWarning
 
@@ -12,6 +14,11 @@ __all__ = [
     "SaveInput",
     "StartBlock",
     "UnusedSaveWarning",
+    "load",
+    "read_config",
+    "register",
+    "save",
+    "write_config",
 ]
 
 __version__ = "0.1.0"
