@@ -34,7 +34,6 @@ import time
 import torch
 from _common import (
     check_equivalence,
-    copy_weights,
     example_parser,
     parse_example_args,
     plot_history,
@@ -43,7 +42,15 @@ from _common import (
 )
 from torch import Tensor, nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock, register
+from torch_circuit import (
+    Circuit,
+    EndBlock,
+    GetInput,
+    SaveInput,
+    StartBlock,
+    copy_weights,
+    register,
+)
 
 TARGET_ACCURACY = 0.95
 VOCAB = 10  # the digits 0-9
@@ -224,7 +231,7 @@ def check_against_plain(
 ) -> None:
     """Copy the Circuit's weights into a hand-written encoder; compare outputs and gradients."""
     plain = PlainEncoder(num_layers=num_layers)
-    copy_weights(circuit, plain)
+    copy_weights(circuit, plain, tokens[:1])
     plain.train(circuit.training)
     check_equivalence(circuit, plain, tokens, targets, sequence_loss, label)
 

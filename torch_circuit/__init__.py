@@ -5,15 +5,18 @@ from .config.files import load, read_config, save, write_config
 from .config.registry import register
 from .markers import EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
 from .plan import UnusedSaveWarning
+from .porting import CopyReport, copy_weights
 
 __all__ = [
     "Circuit",
+    "CopyReport",
     "EndBlock",
     "GetInput",
     "LambdaLayer",
     "SaveInput",
     "StartBlock",
     "UnusedSaveWarning",
+    "copy_weights",
     "load",
     "read_config",
     "register",
