@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from _outputs import assert_same_outputs
 from torch import Tensor, nn
 
 import torch_circuit
@@ -94,13 +95,7 @@ def round_trip(model: Circuit) -> tuple[Circuit, dict[str, Any]]:
 def same_outputs(a: nn.Module, b: nn.Module, x: Tensor) -> None:
     """With `b` given `a`'s state: bitwise equal outputs in train and eval mode."""
     b.load_state_dict(a.state_dict())
-    for mode in (True, False):
-        outputs = []
-        for model in (a, b):
-            model.train(mode)
-            torch.manual_seed(5)  # the same dropout masks
-            outputs.append(model(x))
-        torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
+    assert_same_outputs(a, b, x)
 
 
 def every_marker() -> Circuit:
@@ -255,9 +250,39 @@ def test_dtype_is_described_once_for_the_model() -> None:
     assert "dtype" not in Circuit(nn.Linear(3, 3)).to_config()
 
 
+def test_an_untrusted_config_can_be_sized_on_the_meta_device() -> None:
+    config = Circuit(nn.Linear(4, 4), nn.BatchNorm1d(4), CfgScale(4)).to_config()
+    with torch.device("meta"):
+        model = Circuit.from_config(config)
+    assert {t.device.type for t in model.state_dict().values()} == {"meta"}
+    assert sum(p.numel() for p in model.parameters()) == 32
+
+
 def test_a_config_is_the_same_after_deepcopy_and_fresh_repeats() -> None:
     model = Circuit(StartBlock("b", num_repeats=3), nn.Linear(2, 2), nn.Dropout(0.2), EndBlock("b"))
     assert copy.deepcopy(model).to_config() == model.to_config()
+
+
+def test_a_registered_circuit_subclass_is_described_by_its_arguments() -> None:
+    @torch_circuit.register(name="cfg.Stage")
+    class Stage(Circuit):
+        def __init__(self, width: int, repeats: int = 2) -> None:
+            super().__init__(
+                StartBlock("b", num_repeats=repeats),
+                SaveInput("x"),
+                nn.Linear(width, width),
+                GetInput("x"),
+                EndBlock("b"),
+            )
+
+    model = Circuit(Stage(4), nn.ReLU(), Stage(4, repeats=3))
+    rebuilt, config = round_trip(model)
+    assert config["layers"] == [
+        {"cfg.Stage": {"width": 4}},
+        "ReLU",
+        {"cfg.Stage": {"width": 4, "repeats": 3}},
+    ]
+    same_outputs(model, rebuilt, torch.randn(2, 4))
 
 
 # --- Refused by to_config: the place, the reason, the fix ---
@@ -374,6 +399,8 @@ def test_a_subclass_of_circuit_and_a_block_out_of_its_circuit_are_refused() -> N
 
     with pytest.raises(ValueError, match=r"to_config describes a Circuit; Net subclasses it"):
         Net(nn.ReLU()).to_config()
+    with pytest.raises(ValueError, match=r"layers\[0\]: Net subclasses Circuit .*register Net"):
+        Circuit(Net(nn.ReLU())).to_config()
     source = Circuit(StartBlock("b"), nn.ReLU(), EndBlock("b"))
     with pytest.raises(ValueError, match=r"layers\[0\]: it is a Block taken out of the circuit"):
         Circuit(source.b).to_config()

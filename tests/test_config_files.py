@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _outputs import assert_same_outputs
 from safetensors import safe_open
 from torch import Tensor, nn
 
@@ -56,18 +57,6 @@ def trained(model: nn.Module, x: Tensor) -> nn.Module:
     return model
 
 
-def assert_same_outputs(a: nn.Module, b: nn.Module, x: Tensor) -> None:
-    for mode in (True, False):
-        outputs = []
-        for model in (a, b):
-            model.train(mode)
-            torch.manual_seed(7)  # the same dropout masks
-            outputs.append(model(x))
-        torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
-    for (key, want), got in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.equal(got, want), key  # BatchNorm statistics moved alike in train mode
-
-
 def test_save_and_load_restore_exactly_the_outputs(tmp_path: Path) -> None:
     torch.manual_seed(0)
     x = torch.randn(4, 3, 8, 8)
@@ -75,7 +64,9 @@ def test_save_and_load_restore_exactly_the_outputs(tmp_path: Path) -> None:
     assert model.get_submodule("1").num_batches_tracked.item() == 3
     folder = torch_circuit.save(model, tmp_path / "qs")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    state = torch.random.get_rng_state()
     loaded = torch_circuit.load(folder)
+    assert torch.equal(torch.random.get_rng_state(), state)
     assert loaded.to_config() == model.to_config()
     assert loaded.training
     assert torch.equal(loaded.get_submodule("1").running_var, model.get_submodule("1").running_var)
@@ -266,6 +257,19 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "bad.yaml: layers[0].Conv2d: missing the argument 'out_channels'" in result.stderr
+
+
+def test_the_size_and_load_benchmark_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "config_io.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "torch_circuit.save" in result.stdout
+    assert result.stdout.count("ratio") >= 5
 
 
 def test_a_config_round_trips_through_json_text() -> None:

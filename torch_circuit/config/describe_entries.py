@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
-from ..block import Block, Scope
+from ..block import Block, Repeat, Scope
 from ..markers import GetInput, LambdaLayer, SaveInput
 from . import registry
 from .build import DocumentDecoder
@@ -75,13 +75,18 @@ class EntryDescriber:
             self.refuse(where, f"{module!r} is a marker where a module is expected")
         spec = spec_for(cls)
         name = registry.registered_class_name(cls)
-        if isinstance(module, Block | Scope) and name is None:
+        if isinstance(module, Block | Repeat):
             self.refuse(
                 where,
                 f"it is a {cls.__name__} taken out of the circuit that built it",
-                "nest a whole Circuit instead"
-                if isinstance(module, Block)
-                else f"register the {cls.__name__} subclass with torch_circuit.register",
+                "nest a whole Circuit instead",
+            )
+        if isinstance(module, Scope) and name is None:
+            self.refuse(
+                where,
+                f"{cls.__name__} subclasses Circuit and may behave differently",
+                f"register {cls.__name__} with torch_circuit.register to describe it by its "
+                "constructor's arguments",
             )
         if cls is LambdaLayer:
             candidates = [{"LambdaLayer": self.layer_function(module.fn, f"{where}.LambdaLayer")}]

@@ -88,7 +88,8 @@ def load(path: PathLike, *, device: str | torch.device | None = None) -> Circuit
     The model is built from `config.json` with `Circuit.from_config` (so every class it names
     must be registered in this program) and its `state_dict` filled from
     `model.safetensors`; it computes exactly what the saved model computed. Like a freshly
-    built module it is in training mode: call `.eval()` for inference.
+    built module it is in training mode: call `.eval()` for inference. Loading leaves the
+    random number generator as it was.
 
     Args:
         path: a folder written by `save`.
@@ -109,7 +110,8 @@ def load(path: PathLike, *, device: str | torch.device | None = None) -> Circuit
             f"{folder} has no {WEIGHTS_FILE}; load takes a folder written by torch_circuit.save."
         )
     config = read_config(folder)
-    model = Circuit.from_config(config)
+    with torch.random.fork_rng(devices=[]):  # the weights are overwritten: draw nothing
+        model = Circuit.from_config(config)
     from safetensors.torch import load_file
 
     tensors = load_file(str(weights))
