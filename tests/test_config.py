@@ -361,6 +361,12 @@ def test_hooks_are_refused_wherever_they_are() -> None:
         model.to_config()
 
 
+def test_parametrized_layers_are_refused() -> None:
+    layer = nn.utils.parametrizations.weight_norm(nn.Linear(3, 3))
+    with pytest.raises(ValueError, match=r"layers\[1\]: its parameters are parametrized"):
+        Circuit(nn.ReLU(), layer).to_config()
+
+
 def test_lazy_modules_mixed_dtypes_and_tensor_arguments_are_refused() -> None:
     with pytest.raises(
         ValueError, match=r"LazyLinear is not described: its parameters are not initialised"

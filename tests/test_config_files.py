@@ -211,6 +211,12 @@ def test_example_configs_match_their_python_models(
     assert_same_outputs(python, from_file, make_input())
 
 
+def test_the_docs_show_the_example_configs_as_they_are() -> None:
+    docs = (ROOT / "docs" / "config.md").read_text()
+    for name in ("quickstart.yaml", "unet.yaml", "transformer.yaml"):
+        assert (CONFIGS / name).read_text().rstrip() in docs, name
+
+
 # --- The command line on config files ---
 
 

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..block import Block, Repeat, Scope
 from ..markers import GetInput, LambdaLayer, SaveInput
@@ -73,6 +74,14 @@ class EntryDescriber:
             return {"Circuit": self.circuit(module, f"{where}.Circuit")}
         if isinstance(module, SaveInput | GetInput):
             self.refuse(where, f"{module!r} is a marker where a module is expected")
+        if parametrize.is_parametrized(module):
+            self.refuse(
+                where,
+                "its parameters are parametrized (torch.nn.utils.parametrize: weight_norm, "
+                "spectral_norm, orthogonal...), which its constructor does not do",
+                "remove them with parametrize.remove_parametrizations(module, name) before "
+                "to_config, or register a class whose constructor applies them",
+            )
         spec = spec_for(cls)
         name = registry.registered_class_name(cls)
         if isinstance(module, Block | Repeat):
