@@ -8,6 +8,8 @@ from torch import nn
 
 from .block import Block
 from .build import build_entries, build_per_repeat
+from .config.build import build_circuit
+from .config.describe import describe_circuit
 from .diagram.draw import visualize
 from .diagram.text import to_dot, to_mermaid
 from .nodes import InputNode
@@ -179,6 +181,41 @@ class Circuit(Scope):
     summary = summary
     to_dot = to_dot
     to_mermaid = to_mermaid
+
+    def to_config(self) -> dict[str, Any]:
+        """The architecture as plain data (dicts, lists, strings, numbers) that `json.dumps`
+        accepts and `Circuit.from_config` builds again; see docs/config.md.
+
+        Raises `ValueError` naming the place (`layers[7].op`), the reason and the fix for
+        anything it cannot describe exactly: a lambda, an unregistered class, a module
+        changed after construction, a hook.
+
+        Example:
+
+            >>> config = model.to_config()
+            >>> config["layers"][0]
+            {'Conv2d': {'in_channels': 3, 'out_channels': 64, 'kernel_size': 3, 'padding': 1}}
+        """
+        return describe_circuit(self, Circuit)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Circuit:
+        """Build the circuit a config describes, freshly initialised (see `to_config`).
+
+        Nothing named in `config` is imported or evaluated: types are `torch.nn`'s layers and
+        what this program registered with `torch_circuit.register`.
+
+        Raises `TypeError`/`ValueError` that begin with the place in the document
+        (`layers[14]`, `layers[3].Conv2d.padding`) and say what is wrong and the fix.
+
+        Example:
+
+            >>> twin = Circuit.from_config(model.to_config())
+        """
+        model = build_circuit(config, cls)
+        if not isinstance(model, Circuit):  # pragma: no cover - build_circuit calls cls(...)
+            raise TypeError(f"{cls.__name__} is not a Circuit")
+        return model
 
 
 def _check_moved_blocks(layers: tuple[Any, ...]) -> None:

@@ -1,12 +1,17 @@
 """The `torch-circuit` console command: draw or summarise a model without writing a script.
 
-`MODULE:FACTORY` names a function that takes no arguments and returns a `Circuit`.
-`MODULE` is a dotted module name importable from the current folder
+The model is a config file (`.json`, `.yaml`, `.yml`), a folder written by
+`torch_circuit.save`, or `MODULE:FACTORY`: a function that takes no arguments and returns a
+`Circuit`. `MODULE` is a dotted module name importable from the current folder
 (`mypkg.models`) or a path to a Python file (`examples/resnet_mnist.py`), which is run
-like a script: its folder goes first on `sys.path`.
+like a script: its folder goes first on `sys.path`. A config that names registered classes
+needs the module that registers them: `--import MODULE` imports it first (a config itself
+never makes anything be imported).
 
 Example:
 
+    $ torch-circuit draw examples/configs/unet.yaml -o unet.svg
+    $ torch-circuit summary model.json --input-shape 1,3,32,32
     $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.pdf
     $ torch-circuit draw mypkg.models:make_unet -o unet.png --expanded
     $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.html
@@ -25,12 +30,13 @@ from pathlib import Path
 from types import ModuleType
 
 from .circuit import Circuit
+from .config.files import CONFIG_FILE, YAML_SUFFIXES, read_config
 from .diagram.files import FORMATS
 from .diagram.geometry import Direction
 from .diagram.view import DiagramTooLargeError
 from .shapes import ShapeError
 
-__all__ = ["CommandError", "load_circuit", "main"]
+__all__ = ["CommandError", "load_circuit", "load_config_file", "load_model", "main"]
 
 
 class CommandError(Exception):
@@ -56,7 +62,8 @@ def load_circuit(spec: str) -> Circuit:
     if not sep or not module_name or not factory_name.isidentifier():
         raise CommandError(
             f"expected MODULE:FACTORY, got {spec!r}; for example "
-            "examples/resnet_mnist.py:build_circuit or mypkg.models:make_model."
+            "examples/resnet_mnist.py:build_circuit or mypkg.models:make_model, or a config "
+            "file such as model.yaml."
         )
     module = _import(module_name)
     factory = getattr(module, factory_name, None)
@@ -90,6 +97,43 @@ def load_circuit(spec: str) -> Circuit:
             "torch-circuit can only draw and summarise Circuits."
         )
     return model
+
+
+def is_config_path(spec: str) -> bool:
+    """Whether `spec` names a config file or a saved model's folder, not `MODULE:FACTORY`."""
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    return suffix == ".json" or suffix in YAML_SUFFIXES or (path / CONFIG_FILE).is_file()
+
+
+def load_config_file(path: str) -> Circuit:
+    """Build the `Circuit` a config file (or a saved model's folder) describes.
+
+    Raises:
+        CommandError: the file is missing, unreadable, or does not describe a circuit; the
+            message gives the file and the place in it.
+    """
+    try:
+        return Circuit.from_config(read_config(path))
+    except FileNotFoundError:
+        raise CommandError(f"no such config file: {path!r}.") from None
+    except ImportError as error:  # PyYAML missing
+        raise CommandError(str(error)) from error
+    except (TypeError, ValueError) as error:
+        hint = ""
+        if "register" in str(error):
+            hint = (
+                " If a module of yours registers that class, import it first: "
+                "--import MODULE (a dotted name or a .py file)."
+            )
+        raise CommandError(f"{path}: {error}{hint}") from error
+
+
+def load_model(spec: str, imports: Sequence[str] = ()) -> Circuit:
+    """The `Circuit` named on the command line, after importing `imports` (in order)."""
+    for module_name in imports:
+        _import(module_name)
+    return load_config_file(spec) if is_config_path(spec) else load_circuit(spec)
 
 
 def _import(module_name: str) -> ModuleType:
@@ -152,16 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `torch-circuit` and its `draw` and `summary` commands."""
     parser = argparse.ArgumentParser(
         prog="torch-circuit",
-        description="Draw or summarise a Circuit returned by a factory function.",
-        epilog="MODULE:FACTORY is a dotted module or a .py file, then the name of a function "
-        "that takes no arguments and returns a Circuit.",
+        description="Draw or summarise a Circuit: a config file, or one a factory returns.",
+        epilog="MODEL is a config file (.json, .yaml, .yml), a folder written by "
+        "torch_circuit.save, or MODULE:FACTORY: a dotted module or a .py file, then the name "
+        "of a function that takes no arguments and returns a Circuit.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     draw = commands.add_parser(
         "draw", help="save the architecture diagram (PDF, PNG, SVG, or an interactive HTML page)"
     )
-    draw.add_argument("factory", metavar="MODULE:FACTORY")
+    draw.add_argument("factory", metavar="MODEL")
+    _add_import(draw)
     draw.add_argument(
         "-o",
         "--output",
@@ -191,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     summary = commands.add_parser("summary", help="print a table of layers, shapes, parameters")
-    summary.add_argument("factory", metavar="MODULE:FACTORY")
+    summary.add_argument("factory", metavar="MODEL")
+    _add_import(summary)
     summary.add_argument(
         "--input-shape",
         type=parse_shape,
@@ -199,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="an input shape such as 1,3,32,32, to show each layer's output",
     )
     return parser
+
+
+def _add_import(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module (dotted name or .py file) first, e.g. the one that registers "
+        "the classes a config names; may be repeated",
+    )
 
 
 def run_draw(
@@ -256,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        model = load_circuit(args.factory)
+        model = load_model(args.factory, args.imports)
         if args.command == "draw":
             draw = run_draw(model, args.output, args.expanded, args.input_shape, args.direction)
             print(draw)
