@@ -69,13 +69,15 @@ class LayerNode:
 @dataclass(frozen=True)
 class SaveNode:
     """A `SaveInput`; `readers` are the positions of the `GetInput`s that read it (for a
-    push, of the pops that take its tensors)."""
+    push, of the pops that take its tensors). `per_repeat` names the parts built per repeat:
+    `(("transform", PerRepeat(...)),)`."""
 
     position: int
     key: str
     name: str
     readers: tuple[int, ...]
     push: bool = False
+    per_repeat: tuple[tuple[str, PerRepeatSpec], ...] = ()
 
 
 Source = int | str
@@ -88,7 +90,7 @@ class ReadNode:
 
     `name` and `source` are those of the first name (a multi-name read displays its names
     joined: `"k, v"`). For a pop, `sources` are the positions of the pushes whose tensors it
-    may take.
+    may take. `per_repeat` names the parts built per repeat (`"transform"`, `"op"`).
     """
 
     position: int
@@ -99,6 +101,7 @@ class ReadNode:
     pop: bool = False
     names: tuple[str, ...] = ()
     sources: tuple[Source, ...] = ()
+    per_repeat: tuple[tuple[str, PerRepeatSpec], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.names:

@@ -394,24 +394,40 @@ class _Resolver:
             return entry.node
         item, position = entry.item, entry.position
         if isinstance(item, SaveInput):
+            parts = _per_repeat_parts(item)
             if item.push:
                 readers = self.pairs.readers.get(position, ())
-                return SaveNode(position, key, item.name, readers, push=True)
+                return SaveNode(position, key, item.name, readers, True, parts)
             binding = next(s.binding for s in scope.locals if s.binding.position == position)
-            return SaveNode(position, key, item.name, tuple(binding.readers))
+            return SaveNode(position, key, item.name, tuple(binding.readers), False, parts)
         if isinstance(item, GetInput):
             if item.pop:
                 sources: tuple[Source, ...] = self.pairs.sources[position]
             else:
                 sources = tuple(_source_of(scope, position, name) for name in item.names)
             name = ", ".join(item.names)
+            op = item.op_name
             return ReadNode(
-                position, key, name, sources[0], item.op_name, item.pop, item.names, sources
+                position,
+                key,
+                name,
+                sources[0],
+                op,
+                item.pop,
+                item.names,
+                sources,
+                _per_repeat_parts(item),
             )
         if isinstance(item, Output):
             return OutputNode(position, key, item.name, runs)
         per_repeat = item if isinstance(item, PerRepeat) else None
         return LayerNode(position, key, per_repeat)
+
+
+def _per_repeat_parts(marker: SaveInput | GetInput) -> tuple[tuple[str, PerRepeat], ...]:
+    """The parts of a marker that a `PerRepeat` builds per repeat, in the order they run."""
+    parts = [(name, getattr(marker, name, None)) for name in ("transform", "op")]
+    return tuple((name, value) for name, value in parts if isinstance(value, PerRepeat))
 
 
 def _step(step: _Pending) -> Step:
