@@ -107,7 +107,8 @@ class Builder:
                 continue
             if kind == "reads":
                 names = self.data.draw(
-                    st.lists(st.sampled_from(visible), min_size=2, max_size=2), label="names"
+                    st.lists(st.sampled_from(visible), min_size=2, max_size=2, unique=True),
+                    label="names",
                 )
                 self.layers.append(GetInput(tuple(names), op=blend))
                 continue
