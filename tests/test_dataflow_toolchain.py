@@ -142,6 +142,7 @@ def test_fx_cannot_trace_named_inputs_and_says_what_to_use() -> None:
         torch.fx.symbolic_trace(everything())
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
 def test_jit_trace_runs_a_circuit_with_one_output() -> None:
     model = Circuit(
         nn.Linear(4, 4),
