@@ -29,8 +29,7 @@ class Circuit(Scope):
         *layers: `nn.Module`s, markers, or plain callables of one tensor (wrapped in
             `LambdaLayer`).
 
-    Example:
-
+    Examples:
         >>> model = Circuit(
         ...     nn.Conv2d(3, 64, 3, padding=1),
         ...     StartBlock("stage", num_repeats=3),

@@ -5,7 +5,7 @@
 (`mypkg.models`) or a path to a Python file (`examples/resnet_mnist.py`), which is run
 like a script: its folder goes first on `sys.path`.
 
-Example:
+For example:
 
     $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.pdf
     $ torch-circuit draw mypkg.models:make_unet -o unet.png --expanded
@@ -45,8 +45,7 @@ def load_circuit(spec: str) -> Circuit:
         CommandError: the spec is malformed, the module does not import, the factory is
             missing or fails, or it returns something other than a `Circuit`.
 
-    Example:
-
+    Examples:
         >>> model = load_circuit("examples/resnet_mnist.py:build_circuit")
     """
     module_name, sep, factory_name = spec.rpartition(":")

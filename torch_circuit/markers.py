@@ -33,8 +33,7 @@ class SaveInput(nn.Module):
         transform: an optional module applied to the tensor at save time, e.g. a 1x1 conv
             projection. It is a real submodule: trained, saved and copied per repeat.
 
-    Example:
-
+    Examples:
         >>> Circuit(SaveInput("x"), nn.Linear(8, 8), GetInput("x"))
     """
 
@@ -68,8 +67,7 @@ class GetInput(nn.Module):
             concatenates on dim 1, current first.
         transform: an optional module applied to the saved tensor before `op`.
 
-    Example:
-
+    Examples:
         >>> GetInput("residual")                 # x + residual
         >>> GetInput("enc1", op="cat")           # U-Net: torch.cat((x, enc1), dim=1)
     """
@@ -137,8 +135,7 @@ class StartBlock:
             instead of kept (`torch.utils.checkpoint` with `use_reentrant=False`),
             trading compute for memory; BatchNorm running statistics are updated once.
 
-    Example:
-
+    Examples:
         >>> StartBlock("stage", num_repeats=3)
         >>> StartBlock("layer", num_repeats=12, checkpoint=True)
     """
@@ -165,8 +162,7 @@ class StartBlock:
 class EndBlock:
     """Close the block opened by `StartBlock(name)`.
 
-    Example:
-
+    Examples:
         >>> EndBlock("stage")
     """
 
@@ -185,8 +181,7 @@ class LambdaLayer(nn.Module):
     Args:
         fn: a callable taking the current tensor and returning the next one.
 
-    Example:
-
+    Examples:
         >>> LambdaLayer(torch.flatten)
     """
 

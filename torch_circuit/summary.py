@@ -39,8 +39,7 @@ def summary(circuit: Scope, input_shape: Sequence[int] | Tensor | None = None) -
         input_shape: an input shape including the batch dimension (or an example tensor);
             shapes are computed on the `meta` device, without real data.
 
-    Example:
-
+    Examples:
         >>> print(model.summary(input_shape=(1, 3, 32, 32)))
     """
     trace = None if input_shape is None else trace_shapes(circuit, input_shape)

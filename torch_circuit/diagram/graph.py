@@ -161,8 +161,7 @@ def circuit_graph(
             shows every repeat in its own frame.
         input_shape: an input shape (or example tensor) to put tensor shapes on the edges.
 
-    Example:
-
+    Examples:
         >>> [n.kind for n in circuit_graph(Circuit(nn.ReLU())).nodes]
         ['input', 'layer', 'output']
     """

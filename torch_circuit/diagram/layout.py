@@ -78,8 +78,7 @@ def layout_circuit(
         max_column_height: wrap into columns no taller than this (inches) where the flow
             allows; by default chosen so that the diagram is about as wide as it is tall.
 
-    Example:
-
+    Examples:
         >>> layout = layout_circuit(model, show_repeats=False)
         >>> layout.width, layout.height  # inches, the figure's natural size
     """

@@ -67,8 +67,7 @@ def visualize(
         dpi: the resolution of raster images, in dots per inch: a PNG file, and the image
             a notebook shows for the returned figure.
 
-    Example:
-
+    Examples:
         >>> fig = model.visualize("architecture.pdf", input_shape=(1, 3, 32, 32))
     """
     colors = resolve_colors(color_map)

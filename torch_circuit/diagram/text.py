@@ -34,8 +34,7 @@ def to_dot(
             `False` draws every repeat as its own cluster.
         input_shape: an input shape (or example tensor) to label the edges with shapes.
 
-    Example:
-
+    Examples:
         >>> print(to_dot(model))  # then: dot -Tsvg circuit.dot, or any online viewer
     """
     graph = circuit_graph(circuit, show_repeats, input_shape)
@@ -87,8 +86,9 @@ def to_mermaid(
     *,
     input_shape: Sequence[int] | Tensor | None = None,
 ) -> str:
-    """The diagram of `circuit` as a Mermaid flowchart (renders on GitHub in a
-    a Markdown code block tagged `mermaid`).
+    """The diagram of `circuit` as a Mermaid flowchart.
+
+    It renders on GitHub and in notebooks inside a Markdown code block tagged `mermaid`.
 
     Args:
         circuit: a `Circuit`.
@@ -96,8 +96,7 @@ def to_mermaid(
             `False` draws every repeat as its own subgraph.
         input_shape: an input shape (or example tensor) to label the edges with shapes.
 
-    Example:
-
+    Examples:
         >>> print(to_mermaid(model))
     """
     graph = circuit_graph(circuit, show_repeats, input_shape)
