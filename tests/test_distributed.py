@@ -377,26 +377,33 @@ def test_nested_blocks_split_at_any_depth() -> None:
     torch.testing.assert_close(run_stages(stages, x), model(x), rtol=0, atol=0)
 
 
-# --- The example, under torchrun ---
+# --- The example, under torchrun and as a plain script ---
+
+EXAMPLE = str(ROOT / "examples" / "train_distributed.py")
 
 
-def test_example_trains_under_torchrun(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--standalone", str(ROOT / "examples" / "train_distributed.py"),
-        "--steps", "3", "--mode", "all",
-    ]  # fmt: skip
+def run_example(command: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run the example's `command` to its end within 120 s; return its output."""
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )  # fmt: skip
     try:
         output, _ = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, 9)
-        pytest.fail("torchrun examples/train_distributed.py did not finish within 120 s")
+        pytest.fail(f"{' '.join(command[1:])} did not finish within 120 s")
     assert process.returncode == 0, output
+    return output
+
+
+def test_example_trains_under_torchrun(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--standalone", EXAMPLE, "--steps", "3", "--mode", "all",
+    ]  # fmt: skip
+    output = run_example(command, env, tmp_path)
     for mode in ("ddp", "fsdp", "pipeline"):
         assert f"[{mode}] step 3" in output, output
 
@@ -405,20 +412,8 @@ def test_example_run_as_a_plain_script_starts_its_processes_and_matches_one(
     tmp_path: Path,
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    command = [
-        sys.executable, str(ROOT / "examples" / "train_distributed.py"),
-        "--steps", "3", "--mode", "all",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        output, _ = process.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
-        pytest.fail("python examples/train_distributed.py did not finish within 120 s")
-    assert process.returncode == 0, output
+    command = [sys.executable, EXAMPLE, "--steps", "3", "--mode", "all"]
+    output = run_example(command, env, tmp_path)
     assert "starting 2 processes" in output, output
     for mode in ("ddp", "fsdp", "pipeline"):
         assert f"[{mode}] step 3" in output, output
