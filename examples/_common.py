@@ -1,4 +1,4 @@
-"""Helpers the examples share: copy weights, prove equivalence, train side by side, plot.
+"""Helpers the examples share: prove equivalence, train side by side, plot.
 
 The examples put this file's folder on ``sys.path`` by being run as scripts
 (``python examples/resnet_mnist.py``), so they import it as ``_common``.
@@ -69,33 +69,6 @@ def parse_example_args(parser: argparse.ArgumentParser, argv: list[str] | None) 
 
 class EquivalenceError(AssertionError):
     """The Circuit and its hand-written twin disagree beyond float tolerance."""
-
-
-def copy_weights(source: nn.Module, target: nn.Module) -> None:
-    """Copy every parameter, then every buffer, from ``source`` into ``target`` in order.
-
-    Both models enumerate ``parameters()`` (and ``buffers()``) in forward order, so the i-th
-    tensor of one is the i-th of the other; shapes are checked pair by pair.
-    """
-    pairs = (
-        ("parameter", list(source.parameters()), list(target.parameters())),
-        ("buffer", list(source.buffers()), list(target.buffers())),
-    )
-    for kind, sources, targets in pairs:
-        if len(sources) != len(targets):
-            raise ValueError(
-                f"{type(source).__name__} has {len(sources)} {kind}s but "
-                f"{type(target).__name__} has {len(targets)}: they are not the same network."
-            )
-        for index, (src, dst) in enumerate(zip(sources, targets, strict=True)):
-            if src.shape != dst.shape:
-                raise ValueError(
-                    f"{kind} {index} has shape {tuple(src.shape)} in {type(source).__name__} "
-                    f"but {tuple(dst.shape)} in {type(target).__name__}: define the layers "
-                    "in the same order in both."
-                )
-            with torch.no_grad():
-                dst.copy_(src)
 
 
 def largest_difference(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:

@@ -5,7 +5,8 @@ scans; no download), so it runs offline. ``--dataset mnist`` uses torchvision's 
 (28x28; ``--download`` fetches it where a network allows).
 
 The script builds the ResNet twice, as a ``Circuit`` and as a plain ``nn.Module``, copies the
-Circuit's weights into the plain model in ``parameters()`` order, prints the largest difference
+Circuit's weights into the plain model (``torch_circuit.copy_weights``: tensors paired in the
+order the models first use them on an example batch), prints the largest difference
 in their outputs and gradients, then trains both side by side (same seed, same batches, same
 optimizer) and checks after every epoch that their losses, accuracies and weights still agree.
 
@@ -28,7 +29,6 @@ from pathlib import Path
 import torch
 from _common import (
     check_equivalence,
-    copy_weights,
     example_parser,
     fail,
     format_metric,
@@ -39,7 +39,7 @@ from _common import (
 )
 from torch import Tensor, nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock, copy_weights
 
 TARGET_ACCURACY = 0.95
 
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     circuit = build_circuit()
     plain = PlainResNet()
-    copy_weights(circuit, plain)
+    copy_weights(circuit, plain, train[0][:1])  # pairs tensors by first use on the example
     print(circuit)
     print(f"parameters: {sum(p.numel() for p in circuit.parameters()):,} in each model")
 

@@ -34,7 +34,6 @@ import time
 import torch
 from _common import (
     check_equivalence,
-    copy_weights,
     example_parser,
     parse_example_args,
     plot_history,
@@ -43,7 +42,15 @@ from _common import (
 )
 from torch import Tensor, nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit import (
+    Circuit,
+    EndBlock,
+    GetInput,
+    SaveInput,
+    StartBlock,
+    copy_weights,
+    register,
+)
 
 TARGET_ACCURACY = 0.95
 VOCAB = 10  # the digits 0-9
@@ -53,6 +60,7 @@ SEQ_LEN = 10
 # Layers a flat list needs -----------------------------------------------------------------------
 
 
+@register  # so that configs can name it: examples/configs/transformer.yaml
 class SelfAttention(nn.Module):
     """``nn.MultiheadAttention`` as a one-tensor layer: queries, keys and values are all ``x``."""
 
@@ -64,6 +72,7 @@ class SelfAttention(nn.Module):
         return self.attn(x, x, x, need_weights=False)[0]
 
 
+@register
 class AddPositions(nn.Module):
     """Add a learned embedding of each position to the token embeddings."""
 
@@ -222,7 +231,7 @@ def check_against_plain(
 ) -> None:
     """Copy the Circuit's weights into a hand-written encoder; compare outputs and gradients."""
     plain = PlainEncoder(num_layers=num_layers)
-    copy_weights(circuit, plain)
+    copy_weights(circuit, plain, tokens[:1])
     plain.train(circuit.training)
     check_equivalence(circuit, plain, tokens, targets, sequence_loss, label)
 

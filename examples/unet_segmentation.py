@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 from _common import (
     check_equivalence,
-    copy_weights,
     example_parser,
     parse_example_args,
     plot_history,
@@ -42,7 +41,7 @@ from _common import (
 )
 from torch import Tensor, nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock, copy_weights
 
 TARGET_IOU = 0.8
 NUM_CLASSES = 3  # background, circle, square
@@ -252,7 +251,7 @@ def check_against_plain(circuit: Circuit, images: Tensor, masks: Tensor, label: 
     """
     circuit = copy.deepcopy(circuit)
     plain = PlainUNet()
-    copy_weights(circuit, plain)
+    copy_weights(circuit, plain, images[:1])
     plain.train(circuit.training)
     check_equivalence(circuit, plain, images, masks, nn.CrossEntropyLoss(), label)
 

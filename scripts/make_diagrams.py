@@ -1,17 +1,26 @@
-"""Regenerate the diagrams committed under ``docs/images``.
+"""Regenerate the diagrams committed under ``docs/images``, and measure the example zoo.
 
 Run from the repository root::
 
-    python scripts/make_diagrams.py
+    python scripts/make_diagrams.py          # the images of the docs
+    python scripts/make_diagrams.py --sizes  # every zoo diagram's size, folded and expanded
 
 The models here are also the ones the layout and rendering tests check, so the committed
-images show exactly what the tests hold to (no overlapping boxes, separate skip lanes).
+images show exactly what the tests hold to (no overlapping boxes, separate skip lanes, no
+diagram taller than three times its width). The screenshot of the interactive page,
+``docs/images/html_view.png``, is taken by the browser test:
+``UPDATE_SCREENSHOTS=1 python -m pytest tests/test_html_browser.py -k screenshot``.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -112,18 +121,96 @@ def deep_mlp(repeats: int = 66, dim: int = 64) -> Circuit:
     )
 
 
+def resnet_stage(blocks: int = 50, width: int = 16) -> Circuit:
+    """A stem, one stage of ``blocks`` residual blocks, and a head; a long skip spans the whole
+    stage, so it is live wherever the expanded stage wraps into a new column."""
+    return Circuit(
+        nn.Conv2d(3, width, 3, padding=1),
+        SaveInput("stem"),
+        StartBlock("stage", num_repeats=blocks),
+        SaveInput("residual"),
+        nn.Conv2d(width, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        GetInput("residual"),
+        nn.ReLU(),
+        EndBlock("stage"),
+        GetInput("stem"),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, 10),
+    )
+
+
+def _example(name: str) -> ModuleType:
+    """A script of ``examples/``, imported as a module (its ``main`` does not run)."""
+    module_name = f"_example_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "examples" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def zoo() -> list[tuple[str, Callable[[], Circuit], Any]]:
+    """Every model the docs draw and every example's model, with an input for its shapes."""
+    tokens = torch.zeros(1, 16, dtype=torch.long)
+    return [
+        ("quickstart", quickstart, (1, 3, 32, 32)),
+        ("unet", unet, (1, 3, 64, 64)),
+        ("transformer", transformer, tokens),
+        ("deep_mlp", deep_mlp, (8, 32)),
+        ("resnet_stage_50", resnet_stage, (1, 3, 16, 16)),
+        ("examples/resnet_mnist", _example("resnet_mnist").build_circuit, (1, 1, 28, 28)),
+        ("examples/unet_segmentation", _example("unet_segmentation").build_circuit, (1, 1, 32, 32)),
+        (
+            "examples/transformer_encoder",
+            _example("transformer_encoder").build_circuit,
+            torch.zeros(1, 10, dtype=torch.long),
+        ),
+        (
+            "examples/train_distributed",
+            lambda: _example("train_distributed").resnet(False),
+            (1, 3, 16, 16),
+        ),
+    ]
+
+
+def sizes() -> None:
+    """Print the size of every zoo diagram, folded and expanded, at the PNG resolution."""
+    from torch_circuit.diagram.layout import layout_circuit
+    from torch_circuit.diagram.render import PNG_DPI
+
+    for name, build, shape in zoo():
+        for expanded in (False, True):
+            layout = layout_circuit(build(), expanded=expanded, input_shape=shape)
+            width, height = round(layout.width * PNG_DPI), round(layout.height * PNG_DPI)
+            view = "expanded" if expanded else "folded"
+            print(
+                f"{name:30} {view:9} {width:5} x {height:5} px  height/width {height / width:.2f}"
+            )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", action="store_true", help="print the zoo's diagram sizes")
+    if parser.parse_args().sizes:
+        sizes()
+        return
     IMAGES.mkdir(parents=True, exist_ok=True)
     jobs = [
-        ("quickstart_folded.png", quickstart(), True, (1, 3, 32, 32)),
-        ("quickstart_expanded.png", quickstart(), False, (1, 3, 32, 32)),
-        ("unet.png", unet(), True, (1, 3, 64, 64)),
-        ("transformer_expanded.png", transformer(), False, torch.zeros(1, 16, dtype=torch.long)),
-        ("deep_200_layers.png", deep_mlp(), False, (8, 32)),
+        ("quickstart_folded.png", quickstart(), False, (1, 3, 32, 32)),
+        ("quickstart_expanded.png", quickstart(), True, (1, 3, 32, 32)),
+        ("unet.png", unet(), False, (1, 3, 64, 64)),
+        ("transformer_expanded.png", transformer(), True, torch.zeros(1, 16, dtype=torch.long)),
+        ("deep_200_layers.png", deep_mlp(), True, (8, 32)),
     ]
-    for name, model, folded, shape in jobs:
+    for name, model, expanded, shape in jobs:
         path = IMAGES / name
-        model.visualize(save_path=str(path), show_repeats=folded, input_shape=shape)
+        model.visualize(save_path=str(path), expanded=expanded, input_shape=shape)
         print(f"wrote {path.relative_to(IMAGES.parent.parent)}", file=sys.stderr)
 
 

@@ -7,10 +7,13 @@ import this file.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten, tree_map
 
 
 def assert_same(actual: Tensor | None, expected: Tensor | None, what: str) -> None:
@@ -42,20 +45,57 @@ def assert_same_state(hand: nn.Module, circuit: nn.Module, what: str) -> None:
         assert_same(c, h, f"{what}: buffer {index}")
 
 
-def forward_backward(model: nn.Module, x: Tensor, seed: int) -> tuple[Tensor, Tensor | None]:
-    """Run ``model`` on a fresh leaf copy of ``x``, backpropagate a fixed random loss."""
+@dataclass
+class Call:
+    """The arguments of one forward call: ``model(*args, **kwargs)``."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _leaf(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().clone().requires_grad_(value.is_floating_point())
+    return value
+
+
+def forward_backward(model: nn.Module, x: Tensor | Call, seed: int) -> tuple[Any, list[Any]]:
+    """Run ``model`` on fresh leaf copies of its inputs, backpropagate a fixed random loss.
+
+    Returns the outputs (detached, in the structure the model returned) and the gradients of
+    the floating-point inputs, in argument order.
+    """
     model.zero_grad(set_to_none=True)
-    leaf = x.detach().clone().requires_grad_(x.is_floating_point())
-    out = model(leaf)
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
-    (out * weights.to(out.dtype)).sum().backward()
-    return out.detach(), leaf.grad
+    call = x if isinstance(x, Call) else Call((x,))
+    args, kwargs = tree_map(_leaf, (call.args, call.kwargs))
+    out = model(*args, **kwargs)
+    generator = torch.Generator().manual_seed(seed)
+    leaves, _ = tree_flatten(out)
+    loss = sum(
+        (leaf * torch.randn(leaf.shape, generator=generator).to(leaf.dtype)).sum()
+        for leaf in leaves
+        if isinstance(leaf, Tensor) and leaf.requires_grad
+    )
+    if isinstance(loss, Tensor):
+        loss.backward()
+    inputs, _ = tree_flatten((args, kwargs))
+    grads = [v.grad for v in inputs if isinstance(v, Tensor) and v.is_floating_point()]
+    return tree_map(lambda v: v.detach() if isinstance(v, Tensor) else v, out), grads
+
+
+def assert_same_outputs(actual: Any, expected: Any, what: str) -> None:
+    """Bitwise equality of two outputs of the same structure (tensors, tuples, dicts)."""
+    actual_leaves, actual_spec = tree_flatten(actual)
+    expected_leaves, expected_spec = tree_flatten(expected)
+    assert actual_spec == expected_spec, f"{what}: {actual_spec} vs {expected_spec}"
+    for index, (a, e) in enumerate(zip(actual_leaves, expected_leaves, strict=True)):
+        assert_same(a, e, f"{what} [{index}]")
 
 
 def assert_trains_alike_impl(
     hand: nn.Module,
     circuit: nn.Module,
-    inputs: Sequence[Tensor],
+    inputs: Sequence[Tensor | Call],
     check_eval: bool = True,
 ) -> None:
     """Copy ``hand`` into ``circuit``, then train both on ``inputs`` and compare every step.
@@ -75,11 +115,11 @@ def assert_trains_alike_impl(
             hand.train(mode == "train")
             circuit.train(mode == "train")
             where = f"step {step}, {mode} mode"
-            out_h, grad_h = forward_backward(hand, x, seed=step)
-            out_c, grad_c = forward_backward(circuit, x, seed=step)
-            assert_same(out_c, out_h, f"{where}: output")
-            if x.is_floating_point():
-                assert_same(grad_c, grad_h, f"{where}: input gradient")
+            out_h, grads_h = forward_backward(hand, x, seed=step)
+            out_c, grads_c = forward_backward(circuit, x, seed=step)
+            assert_same_outputs(out_c, out_h, f"{where}: output")
+            for index, (grad_c, grad_h) in enumerate(zip(grads_c, grads_h, strict=True)):
+                assert_same(grad_c, grad_h, f"{where}: gradient of input {index}")
             pairs = zip(hand.parameters(), circuit.parameters(), strict=True)
             for index, (h, c) in enumerate(pairs):
                 assert_same(c.grad, h.grad, f"{where}: gradient of parameter {index}")

@@ -15,6 +15,7 @@ from torch_circuit import (
     EndBlock,
     GetInput,
     LambdaLayer,
+    Output,
     SaveInput,
     StartBlock,
     UnusedSaveWarning,
@@ -260,12 +261,20 @@ def test_lambda_layer_rejects_non_callables() -> None:
         LambdaLayer(5)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("marker", [SaveInput("x"), GetInput("x")])
-def test_markers_called_outside_a_circuit(marker: nn.Module) -> None:
+def test_a_read_called_outside_a_circuit() -> None:
     with pytest.raises(
         RuntimeError, match=r"was called directly; markers only work inside a Circuit"
     ):
-        marker(torch.zeros(1))
+        GetInput("x")(torch.zeros(1))
+
+
+def test_markers_called_directly_do_what_the_circuit_runs() -> None:
+    # Their forward is what hooks on them see: a save and an output pass x on, a read
+    # combines what it is given.
+    x, saved = torch.ones(2), torch.full((2,), 2.0)
+    assert SaveInput("x")(x) is x
+    assert Output("y")(x) is x
+    assert torch.equal(GetInput("x", op="mul")(x, saved), x * saved)
 
 
 def test_failed_construction_leaves_user_objects_untouched() -> None:
@@ -416,7 +425,8 @@ def test_a_list_of_layers_suggests_unpacking(layers: Any) -> None:
         TypeError,
         match=re.escape(
             f"position 0 is a {type(layers).__name__} of {len(layers)} items, not a layer; "
-            "pass the layers themselves, e.g. Circuit(*layers)."
+            "pass the layers themselves, e.g. Circuit(*layers), or name one layer as a pair "
+            "('name', layer)."
         ),
     ):
         Circuit(layers)

@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from torch_circuit import copy_weights
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
@@ -158,21 +160,14 @@ def test_check_equivalence_catches_a_changed_weight(common: ModuleType) -> None:
     torch.manual_seed(0)
     a = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     b = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
-    common.copy_weights(a, b)
     x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    copy_weights(a, b, x)
     loss = nn.CrossEntropyLoss()
     assert common.check_equivalence(a, b, x, y, loss, "copied") == (0.0, 0.0)
     with torch.no_grad():
         b[2].bias[0] += 1e-2
     with pytest.raises(common.EquivalenceError, match="differ beyond"):
         common.check_equivalence(a, b, x, y, loss, "changed")
-
-
-def test_copy_weights_rejects_a_different_network(common: ModuleType) -> None:
-    with pytest.raises(ValueError, match=r"parameter 0 has shape \(4, 3\).*same order"):
-        common.copy_weights(nn.Linear(3, 4), nn.Linear(4, 3))
-    with pytest.raises(ValueError, match="has 2 parameters but Sequential has 4"):
-        common.copy_weights(nn.Linear(3, 4), nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 4)))
 
 
 def test_circuits_match_their_hand_written_twins(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -206,7 +201,7 @@ def test_circuits_match_their_hand_written_twins(monkeypatch: pytest.MonkeyPatch
         ),
     ]
     for circuit, plain, x, y, loss in cases:
-        _common.copy_weights(circuit, plain)
+        copy_weights(circuit, plain, x)
         out_diff, grad_diff = _common.check_equivalence(circuit, plain, x, y, loss, "twin")
         assert out_diff <= 1e-5 and grad_diff <= 1e-5
 
@@ -238,7 +233,7 @@ def test_side_by_side_training_stops_when_the_models_drift_apart(common: ModuleT
 
     same = nn.Linear(4, 3)
     twin = nn.Linear(4, 3)
-    common.copy_weights(same, twin)
+    copy_weights(same, twin, x)
     history = common.train_side_by_side(
         {"a": same, "b": twin},
         batches,
@@ -254,7 +249,7 @@ def test_side_by_side_training_stops_when_the_models_drift_apart(common: ModuleT
     assert last["a"].loss < history.epochs[0]["a"].loss
     # A model with a dropout layer trains on different noise: caught after the first epoch.
     noisy = nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 3))
-    common.copy_weights(same, noisy)
+    copy_weights(same, noisy, x)
     with pytest.raises(common.EquivalenceError, match="epoch 1: a and b differ"):
         common.train_side_by_side(
             {"a": same, "b": noisy},

@@ -2,119 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
-import warnings
 from typing import Any
 
 import pytest
 import torch
-from _diagrams import models
+from _diagrams import circuits, models, nested
+from _rules import check_rules, lanes_by_column
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
-from torch_circuit.diagram.describe import describe_layer, layer_family, text_width
-from torch_circuit.diagram.geometry import GAP, Box, Edge, Layout
-from torch_circuit.diagram.graph import circuit_graph
 from torch_circuit.diagram.layout import layout_circuit
+from torch_circuit.diagram.view import block_declarations, drawn_size
 from torch_circuit.shapes import ShapeError, trace_shapes
-
-EPS = 1e-9
-
-
-# --- The drawing rules, checked on any layout ---
-
-
-def interiors_overlap(a: Box, b: Box) -> bool:
-    return (
-        a.x < b.x + b.w - EPS
-        and b.x < a.x + a.w - EPS
-        and a.y < b.y + b.h - EPS
-        and b.y < a.y + a.h - EPS
-    )
-
-
-def segment_crosses_box(p: tuple[float, float], q: tuple[float, float], box: Box) -> bool:
-    """Whether an axis-aligned segment enters the open interior of ``box``."""
-    x0, x1 = sorted((p[0], q[0]))
-    y0, y1 = sorted((p[1], q[1]))
-    return (
-        x0 < box.x + box.w - EPS
-        and x1 > box.x + EPS
-        and y0 < box.y + box.h - EPS
-        and (y1 > box.y + EPS)
-    )
-
-
-def shared_length(a: tuple[Any, Any], b: tuple[Any, Any]) -> float:
-    """How long two axis-aligned segments run along each other (0 when they only cross)."""
-    (ax0, ay0), (ax1, ay1) = a
-    (bx0, by0), (bx1, by1) = b
-    if ax0 == ax1 == bx0 == bx1:
-        lo, hi = max(min(ay0, ay1), min(by0, by1)), min(max(ay0, ay1), max(by0, by1))
-        return max(0.0, hi - lo)
-    if ay0 == ay1 == by0 == by1:
-        lo, hi = max(min(ax0, ax1), min(bx0, bx1)), min(max(ax0, ax1), max(bx0, bx1))
-        return max(0.0, hi - lo)
-    return 0.0
-
-
-def contains(outer: Any, inner: Any) -> bool:
-    return (
-        outer.x <= inner.x + EPS
-        and outer.y <= inner.y + EPS
-        and inner.x + inner.w <= outer.x + outer.w + EPS
-        and inner.y + inner.h <= outer.y + outer.h + EPS
-    )
-
-
-def skip_span(edge: Edge, layout: Layout) -> tuple[float, float]:
-    ys = [layout.box(edge.source).cy, *(layout.box(t).cy for t in edge.targets)]
-    return min(ys), max(ys)
-
-
-def check_rules(layout: Layout) -> None:
-    boxes = layout.boxes
-    for a, b in itertools.combinations(boxes, 2):
-        assert not interiors_overlap(a, b), f"boxes {a.id} and {b.id} overlap"
-    for box in boxes:
-        assert box.x >= 0 and box.x + box.w <= layout.width + EPS, box
-        assert box.y >= 0 and box.y + box.h <= layout.height + EPS, box
-    frames = {frame.id: frame for frame in layout.frames}
-    for box in boxes:
-        for frame_id in layout.graph.node(box.id).frames:
-            assert contains(frames[frame_id], box), f"frame {frame_id} misses box {box.id}"
-    for frame in layout.frames:
-        if frame.parent is not None:
-            assert contains(frames[frame.parent], frame), f"{frame.id} pokes out of its parent"
-    skips = [edge for edge in layout.edges if edge.kind == "skip" and edge.paths]
-    for a, b in itertools.combinations(skips, 2):
-        if _same_column(a, b, layout) and _overlap(skip_span(a, layout), skip_span(b, layout)):
-            assert a.lane != b.lane, f"{a.id} and {b.id} overlap in one lane"
-    for edge in layout.edges:
-        ends = {edge.source, *edge.targets}
-        for p, q in edge.segments():
-            for box in boxes:
-                if box.id not in ends:
-                    assert not segment_crosses_box(p, q, box), f"{edge.id} crosses {box.id}"
-    for a, b in itertools.combinations(layout.edges, 2):
-        for s in a.segments():
-            for t in b.segments():
-                assert shared_length(s, t) < EPS, f"{a.id} and {b.id} share a segment"
-    for box in boxes:
-        if box.kind in ("layer", "input", "output"):
-            for line in box.lines:
-                assert text_width(line, 8) <= box.w, f"text {line!r} overflows {box.id}"
-
-
-def _same_column(a: Edge, b: Edge, layout: Layout) -> bool:
-    return layout.box(a.source).column == layout.box(b.source).column
-
-
-def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
-
 
 # --- The committed diagrams ---
 
@@ -132,9 +33,11 @@ def test_quickstart_follows_the_rules(folded: bool) -> None:
         assert len([b for b in layout.boxes if b.kind == "layer"]) == 6 + 3 * 6
 
 
-def test_quickstart_folded_fits_one_column_and_labels_the_skip() -> None:
+def test_quickstart_folded_wraps_rather_than_tower_and_labels_the_skip() -> None:
     layout = layout_circuit(models.quickstart())
-    assert layout.columns == 1
+    check_rules(layout)
+    assert layout.columns == 2  # one column would be 3.4 times taller than wide
+    assert layout.height <= 3 * layout.width
     (skip,) = [edge for edge in layout.edges if edge.kind == "skip"]
     texts = [label.text for label in skip.labels]
     assert texts == ["residual", "residual · add"]
@@ -146,8 +49,19 @@ def test_unet_nested_cat_skips_get_nested_lanes() -> None:
     check_rules(layout)
     skips = {edge.labels[0].text.split()[0]: edge for edge in layout.edges if edge.kind == "skip"}
     assert sorted(skips) == ["enc1", "enc2", "enc3", "enc4"]
-    # enc4 is innermost; every outer skip runs in a lane further out.
-    assert [skips[name].lane for name in ("enc4", "enc3", "enc2", "enc1")] == [0, 1, 2, 3]
+    assert layout.columns > 1 and layout.height <= 3 * layout.width  # wraps, skips live
+    # enc4 is innermost; in every column, every outer skip runs in a lane further out.
+    lanes = {name: lanes_by_column(edge, layout) for name, edge in skips.items()}
+    for column in range(layout.columns):
+        xs = [
+            lanes[name][column]
+            for name in ("enc4", "enc3", "enc2", "enc1")
+            if column in lanes[name]
+        ]
+        assert xs == sorted(xs), (column, xs)
+    enc1 = skips["enc1"]
+    last_read = layout.box(enc1.targets[-1]).column
+    assert sorted(lanes["enc1"]) == list(range(last_read + 1)) and last_read > 0
     assert all(label.text.endswith("· cat") for e in skips.values() for label in e.labels[1:])
 
 
@@ -173,6 +87,40 @@ def test_200_layer_model_grows_into_columns_with_full_size_text() -> None:
     assert 0.5 < layout.width / layout.height < 2.0  # wrapped, not one endless column
 
 
+ZOO = {name: (build, shape) for name, build, shape in models.zoo()}
+
+
+@pytest.mark.parametrize("expanded", [False, True])
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_no_diagram_of_the_zoo_is_taller_than_three_times_its_width(
+    name: str, expanded: bool
+) -> None:
+    build, shape = ZOO[name]
+    layout = layout_circuit(build(), expanded=expanded, input_shape=shape)
+    assert layout.height <= 3 * layout.width, (layout.width, layout.height)
+
+
+def test_the_examples_unet_wraps_with_its_skips_live_across_columns() -> None:
+    build, shape = ZOO["examples/unet_segmentation"]
+    layout = layout_circuit(build(), input_shape=shape)
+    check_rules(layout)
+    wrapped = [e for e in layout.edges if e.kind == "skip" and len(lanes_by_column(e, layout)) > 1]
+    assert layout.columns >= 2 and wrapped  # before: one column 1634 x 3203 px
+    assert layout.height <= 2 * layout.width
+
+
+def test_a_50_block_stage_wraps_and_its_long_skip_crosses_every_column() -> None:
+    build, shape = ZOO["resnet_stage_50"]
+    layout = layout_circuit(build(), expanded=True, input_shape=shape)
+    check_rules(layout)
+    assert len(layout.frames) == 50 and layout.columns >= 5  # before: one column 48,520 px tall
+    assert 0.5 < layout.width / layout.height < 2.0
+    (stem,) = [e for e in layout.edges if e.kind == "skip" and e.source == "1"]
+    read = layout.box(stem.targets[0])
+    assert sorted(lanes_by_column(stem, layout)) == list(range(read.column + 1))
+    assert read.column == layout.columns - 1  # read after the stage, in the last column
+
+
 def test_user_column_height_is_respected_where_the_flow_allows() -> None:
     layout = layout_circuit(models.deep_mlp(repeats=10), show_repeats=False, max_column_height=8)
     check_rules(layout)
@@ -180,24 +128,6 @@ def test_user_column_height_is_respected_where_the_flow_allows() -> None:
 
 
 # --- Folding, nesting and labels ---
-
-
-def nested() -> Circuit:
-    return Circuit(
-        nn.Linear(4, 4),
-        SaveInput("outer"),
-        StartBlock("stage", num_repeats=2),
-        SaveInput("s"),
-        StartBlock("unit", num_repeats=3, share_weights=True),
-        SaveInput("u"),
-        nn.Linear(4, 4),
-        GetInput("u"),
-        GetInput("outer", op=torch.mul),
-        EndBlock("unit"),
-        GetInput("s"),
-        EndBlock("stage"),
-        nn.Linear(4, 2),
-    )
 
 
 @pytest.mark.parametrize("folded", [True, False])
@@ -219,11 +149,12 @@ def test_outer_skip_read_in_every_repeat_branches_from_one_lane() -> None:
     (outer,) = [e for e in layout.edges if e.kind == "skip" and e.source == "1"]
     assert len(outer.targets) == 6  # 2 stage repeats × 3 unit repeats
     assert len(outer.paths) == 6
-    lane_x = outer.paths[0][1][0]
-    assert all(path[0][0] == lane_x for path in outer.paths[1:])
+    lanes = lanes_by_column(outer, layout)
+    for target, path in zip(outer.targets[:-1], outer.paths[1:], strict=True):
+        assert path[0][0] == lanes[layout.box(target).column]  # off its column's lane
     assert [label.text for label in outer.labels[1:]] == ["outer · mul"] * 6
     # It passes outside every frame it runs beside.
-    assert all(lane_x > f.x + f.w for f in layout.frames)
+    assert all(lanes[f.column] > f.x + f.w for f in layout.frames if f.column in lanes)
 
 
 def gate(current: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
@@ -250,13 +181,41 @@ def test_skip_labels_name_the_op_and_draw_transforms_on_the_edge() -> None:
     assert edges["1"].labels[0].text == "a (1, 16, 8, 8)"  # the saved value, transformed
     for source, holder in (("1", "1"), ("2", "6")):
         (mark,) = edges[source].marks
-        assert mark.text == "Conv2d 8→16, k1"
+        assert mark.lines == ("Conv2d 8→16, k1 · 144 params",)
         line_y = layout.box(holder).cy
         assert mark.y < line_y < mark.y + mark.h  # centred on the edge's horizontal line
         line = next(s for s in edges[source].segments() if s[0][1] == s[1][1] == line_y)
         assert min(line[0][0], line[1][0]) <= mark.x and mark.x + mark.w <= max(
             line[0][0], line[1][0]
         )
+
+
+def test_a_projection_shortcut_shows_its_layers_and_a_long_one_folds() -> None:
+    projection = nn.Sequential(nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.BatchNorm2d(16))
+    long = nn.Sequential(*(nn.Linear(4, 4) for _ in range(5)))
+    model = Circuit(
+        nn.Conv2d(3, 8, 3, padding=1),
+        SaveInput("r"),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        GetInput("r", transform=projection),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 4),
+        SaveInput("h", transform=long),
+        nn.ReLU(),
+        GetInput("h"),
+    )
+    layout = layout_circuit(model, input_shape=(1, 3, 8, 8))
+    check_rules(layout)
+    edges = {e.source: e for e in layout.edges if e.kind == "skip"}
+    (mark,) = edges["1"].marks
+    # Too wide for one line even in the widest box: the count goes on a line of its own.
+    assert mark.lines == ("Conv2d 8→16, k1, s2", "128 params", "BatchNorm2d 16 · 32 params")
+    (mark,) = edges["6"].marks
+    assert mark.lines == ("Sequential: 5 layers", "100 params")  # one box for a long one
+    read = layout.box("3")
+    assert edges["1"].marks[0].h < read.h  # the row makes room for the mark
+    label = edges["1"].labels[1]
+    assert label.y < edges["1"].marks[0].y  # the skip's label sits above its mark
 
 
 def test_crossing_skips_get_distinct_lanes() -> None:
@@ -275,97 +234,7 @@ def test_crossing_skips_get_distinct_lanes() -> None:
     assert lanes == [0, 1]
 
 
-def test_boxes_describe_layer_settings_and_parameters() -> None:
-    assert describe_layer(nn.Conv2d(3, 64, 3, stride=2, padding=1)) == "Conv2d 3→64, k3, s2, p1"
-    assert describe_layer(nn.Conv2d(3, 6, (3, 1), groups=3)) == "Conv2d 3→6, k3×1, g3"
-    assert describe_layer(nn.Linear(64, 10)) == "Linear 64→10"
-    assert describe_layer(nn.BatchNorm2d(64)) == "BatchNorm2d 64"
-    assert describe_layer(nn.LayerNorm(32)) == "LayerNorm 32"
-    assert describe_layer(nn.MaxPool2d(2)) == "MaxPool2d k2"
-    assert describe_layer(nn.AdaptiveAvgPool2d((1, 1))) == "AdaptiveAvgPool2d →1"
-    assert describe_layer(nn.Dropout(0.1)) == "Dropout p=0.1"
-    assert describe_layer(nn.MultiheadAttention(64, 4)) == "MultiheadAttention d64, 4 heads"
-    assert describe_layer(nn.Embedding(100, 8)) == "Embedding 100×8"
-    assert describe_layer(LambdaLayer(torch.flatten)) == "LambdaLayer flatten"
-    assert describe_layer(Circuit(nn.ReLU(), nn.ReLU())) == "Circuit 2 layers"
-    graph = circuit_graph(Circuit(nn.Linear(3, 4), nn.ReLU()))
-    assert graph.nodes[1].lines == ("Linear 3→4", "16 params")
-    assert graph.nodes[2].lines == ("ReLU",)
-
-
-@pytest.mark.parametrize(
-    ("module", "family"),
-    [
-        (nn.Conv1d(1, 1, 1), "conv"),
-        (nn.ConvTranspose2d(1, 1, 1), "conv"),
-        (nn.Linear(1, 1), "linear"),
-        (nn.BatchNorm1d(1), "norm"),
-        (nn.GroupNorm(1, 2), "norm"),
-        (nn.GELU(), "activation"),
-        (nn.Softmax(dim=1), "activation"),
-        (nn.AvgPool2d(2), "pooling"),
-        (nn.MultiheadAttention(4, 1), "attention"),
-        (nn.TransformerEncoderLayer(8, 2), "attention"),
-        (nn.Dropout2d(), "dropout"),
-        (nn.Flatten(), "other"),
-    ],
-)
-def test_layer_families(module: nn.Module, family: str) -> None:
-    assert layer_family(module) == family
-
-
-# --- Shapes on the edges ---
-
-
-def test_edge_shapes_match_a_real_forward() -> None:
-    model = models.quickstart()
-    seen: dict[str, tuple[int, ...]] = {}
-    hooks = [
-        module.register_forward_hook(
-            lambda _m, _i, out, name=name: seen.__setitem__(name, tuple(out.shape))
-        )
-        for name, module in model.named_modules()
-        if name and not list(module.children())
-    ]
-    x = torch.randn(2, 3, 16, 16)
-    expected_output = tuple(model(x).shape)
-    for hook in hooks:
-        hook.remove()
-    layout = layout_circuit(model, show_repeats=False, input_shape=(2, 3, 16, 16))
-    graph = layout.graph
-    for previous, node in itertools.pairwise(graph.nodes):
-        if previous.kind == "layer":
-            assert node.in_shape == seen[previous.key], previous.key
-    assert graph.nodes[-1].in_shape == expected_output
-    shape_labels = [label.text for e in layout.edges for label in e.labels if label.kind == "shape"]
-    assert len(shape_labels) == len(graph.nodes) - 1  # every edge
-    into_output = next(e for e in layout.edges if e.targets == ("output",))
-    assert into_output.labels[0].text == "(2, 10)"
-    assert into_output.labels[0].y == pytest.approx(layout.box("output").y - GAP / 2)
-
-
-def test_folded_edge_leaving_a_block_carries_the_last_repeat_output() -> None:
-    model = Circuit(
-        StartBlock("grow", num_repeats=3),
-        SaveInput("x"),
-        nn.Linear(4, 4),
-        GetInput("x", op="cat"),  # doubles the features each repeat
-        EndBlock("grow"),
-        nn.Flatten(),
-    )
-    with pytest.raises(ShapeError):  # the second repeat's Linear expects 4, gets 8
-        layout_circuit(model, input_shape=(1, 4))
-    model = Circuit(
-        StartBlock("grow", num_repeats=3),
-        SaveInput("x"),
-        nn.ReLU(),
-        GetInput("x", op="cat"),
-        EndBlock("grow"),
-        nn.Flatten(),
-    )
-    graph = layout_circuit(model, input_shape=(1, 4)).graph
-    assert graph.node("5").in_shape == (1, 32)  # 4 → 8 → 16 → 32
-    assert graph.node("grow.0.2").in_shape == (1, 4)  # inside the frame: the first repeat
+# --- Shapes, traced for the edges ---
 
 
 def test_trace_shapes_copies_no_data_and_leaves_the_model_alone() -> None:
@@ -432,43 +301,6 @@ def test_malformed_input_shapes_are_rejected(shape: Any, error: type, message: s
 # --- Random circuits keep the rules ---
 
 
-@st.composite
-def circuits(draw: st.DrawFn) -> Circuit:
-    counter = itertools.count()
-
-    def scope(depth: int, visible: list[str]) -> list[Any]:
-        items: list[Any] = []
-        local: list[str] = []
-        for _ in range(draw(st.integers(1, 5))):
-            kind = draw(
-                st.sampled_from(
-                    ["layer", "save", "read", "block"] if depth < 2 else ["layer", "save", "read"]
-                )
-            )
-            if kind == "layer":
-                items.append(nn.Linear(3, 3))
-            elif kind == "save":
-                name = f"s{next(counter)}"
-                items.append(SaveInput(name))
-                local.append(name)
-            elif kind == "read" and (local or visible):
-                name = draw(st.sampled_from(local + visible))
-                items.append(GetInput(name, op=draw(st.sampled_from(["add", "mul"]))))
-            elif kind == "block":
-                name = f"b{next(counter)}"
-                repeats = draw(st.integers(1, 3))
-                shared = draw(st.booleans())
-                body = scope(depth + 1, visible + local)
-                items += [StartBlock(name, repeats, shared), *body, EndBlock(name)]
-            else:
-                items.append(nn.ReLU())
-        return items
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Circuit(*scope(0, []))
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(model=circuits(), folded=st.booleans(), height=st.sampled_from([None, 3.0]))
 def test_random_circuits_follow_the_rules(model: Circuit, folded: bool, height: float) -> None:
@@ -481,10 +313,28 @@ def test_random_circuits_follow_the_rules(model: Circuit, folded: bool, height: 
     assert sorted(targets) == sorted(b.id for b in reads)  # every read is reached by its skip
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=circuits(), data=st.data())
+def test_random_views_of_random_circuits_follow_the_rules(model: Circuit, data: Any) -> None:
+    """Every view an HTML page can show (any set of expanded blocks) keeps the rules, and
+    draws what `drawn_size` says, before any walk."""
+    blocks = [block.position for block in block_declarations(model.nodes)]
+    view = (
+        frozenset(data.draw(st.lists(st.sampled_from(blocks), unique=True)))
+        if blocks
+        else frozenset()
+    )
+    layout = layout_circuit(model, view=view, input_shape=(2, 3))
+    check_rules(layout)
+    assert len(layout.boxes) == drawn_size(model.nodes, view) + 2
+    for frame in layout.graph.frames:
+        assert (frame.repeat is not None) == (frame.position in view)
+
+
 def test_the_rule_checker_catches_violations() -> None:
     import dataclasses
 
-    layout = layout_circuit(models.unet())
+    layout = layout_circuit(models.unet(), max_column_height=100.0)  # one column
     first, second = layout.boxes[1], layout.boxes[2]
     moved = dataclasses.replace(second, y=first.y + first.h / 2)
     boxes = tuple(moved if box is second else box for box in layout.boxes)

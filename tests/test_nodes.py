@@ -129,6 +129,7 @@ def test_walk_does_not_recurse() -> None:
 
     class Deep:
         nodes = (node,)
+        input_nodes = ()
 
         def get_submodule(self, target: str) -> nn.Module:
             return _Anything()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,16 @@ from matplotlib.patches import FancyBboxPatch
 from torch import nn
 
 from torch_circuit import Circuit
+from torch_circuit.diagram.draw import NoDisplayWarning, visualize
 from torch_circuit.diagram.files import FORMATS
 from torch_circuit.diagram.layout import layout_circuit
-from torch_circuit.diagram.render import draw_layout, notebook_svg, visualize
+from torch_circuit.diagram.render import draw_layout
 from torch_circuit.shapes import ShapeError
 
-MAGIC = {".pdf": b"%PDF", ".png": b"\x89PNG", ".svg": b"<?xml"}
+MAGIC = {".pdf": b"%PDF", ".png": b"\x89PNG", ".svg": b"<?xml", ".html": b"<!DOCTYPE html>"}
+
+# Figures asked for without a path are shown where there is a display; tests have none.
+pytestmark = pytest.mark.filterwarnings("ignore::torch_circuit.diagram.draw.NoDisplayWarning")
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -39,8 +46,8 @@ def test_each_format_is_written_whole(tmp_path: Path, extension: str) -> None:
     assert isinstance(figure, Figure)
     data = path.read_bytes()
     assert data.startswith(MAGIC[extension]) and len(data) > 1000
-    if extension == ".svg":
-        assert b"<svg" in data and b"resnet" in data
+    if extension in (".svg", ".html"):
+        assert b"<svg" in data
     assert leftovers(tmp_path) == [path.name]  # no temporary file left behind
 
 
@@ -76,7 +83,9 @@ def test_existing_file_is_replaced(tmp_path: Path) -> None:
 
 
 def test_unknown_extension(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"extension '\.jpg'.*\['\.pdf', '\.png', '\.svg'\]"):
+    with pytest.raises(
+        ValueError, match=r"extension '\.jpg'.*\['\.html', '\.pdf', '\.png', '\.svg'\]"
+    ):
         visualize(models.quickstart(), tmp_path / "model.jpg")
     with pytest.raises(ValueError, match=r"extension '\(none\)'"):
         visualize(models.quickstart(), tmp_path / "model")
@@ -235,10 +244,84 @@ def test_draw_layout_scales_text_with_figsize() -> None:
 # --- Notebooks ---
 
 
-def test_notebook_svg_is_the_folded_diagram() -> None:
-    svg = notebook_svg(models.quickstart())
-    assert svg.startswith("<?xml") and "<svg" in svg
-    assert "resnet ×3" in svg or "resnet" in svg
+def test_svg_file_holds_the_frame_label_as_text(tmp_path: Path) -> None:
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text, not paths
+        visualize(models.quickstart(), tmp_path / "q.svg")
+    svg = (tmp_path / "q.svg").read_text(encoding="utf-8")
+    assert "resnet ×3" in svg and "resnet [1/3]" not in svg
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        visualize(models.quickstart(), tmp_path / "e.svg", expanded=True)
+    svg = (tmp_path / "e.svg").read_text(encoding="utf-8")
+    assert "resnet [1/3]" in svg and "resnet [3/3]" in svg and "resnet ×3" not in svg
+
+
+def test_a_bare_circuit_shows_its_text_repr_in_a_notebook() -> None:
+    model = models.quickstart()
+    for method in ("_repr_svg_", "_repr_png_", "_repr_html_"):
+        assert not hasattr(model, method), method  # IPython falls back to repr(), as for nn
+
+
+def test_in_a_notebook_the_figure_displays_the_interactive_page(monkeypatch: Any) -> None:
+    import html
+
+    from torch_circuit.diagram import draw
+
+    monkeypatch.setattr(draw, "_in_notebook", lambda: True)
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    with warnings_as_errors():
+        figure = models.quickstart().visualize()
+    assert plt.get_fignums() == before  # not left to pyplot, which would show it twice
+    page = figure._repr_html_()  # type: ignore[attr-defined]
+    assert page.startswith("<iframe srcdoc=") and 'sandbox="allow-scripts"' in page
+    source = html.unescape(page.split('srcdoc="', 1)[1].split('"', 1)[0])
+    assert source.startswith("<!DOCTYPE html>") and "resnet ×3" in source
+
+
+@contextlib.contextmanager
+def warnings_as_errors() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+def test_in_a_script_without_a_display_it_says_how_to_save(monkeypatch: Any) -> None:
+    with pytest.warns(NoDisplayWarning, match=r"no display.*visualize\('architecture.png'\)"):
+        figure = models.quickstart().visualize()
+    assert isinstance(figure, Figure)
+    with pytest.warns(NoDisplayWarning, match=r"architecture\.html"):
+        models.quickstart().visualize()
+
+
+def test_in_a_script_with_a_display_it_is_shown_like_any_pyplot_figure(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from torch_circuit.diagram import draw
+
+    shown: list[list[int]] = []
+    monkeypatch.setattr(draw, "_has_display", lambda: True)
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(plt.get_fignums()))
+    with warnings_as_errors():
+        figure = models.quickstart().visualize()
+    try:
+        assert len(shown) == 1 and figure.number in shown[0]  # type: ignore[attr-defined]
+        assert figure.canvas.manager is not None  # so figure.show() works too
+    finally:
+        plt.close(figure)
+    with warnings_as_errors():
+        quiet = models.quickstart().visualize(show=False)
+    try:
+        assert len(shown) == 1 and quiet.number in plt.get_fignums()  # type: ignore[attr-defined]
+    finally:
+        plt.close(quiet)
+    with warnings_as_errors():
+        saved = models.quickstart().visualize(tmp_path / "a.png", show=True)
+    assert len(shown) == 1 and saved.canvas.manager is None  # asked to save: nothing shown
 
 
 def test_import_does_not_load_matplotlib() -> None:

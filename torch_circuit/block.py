@@ -1,79 +1,66 @@
-"""Repeated blocks: the modules that hold each repeat, and fresh copies of a block body."""
+"""Repeated blocks: `Block`, the module that holds a block's repeats and runs them in turn.
+
+A block's repeats hand values to each other besides the current tensor: tensors pushed onto
+a stack in one repeat and popped in a later one, and named outputs recorded in each. How a
+block passes them along is fixed by the plan (`Exchange`); a block without stacks or outputs
+runs its repeats on `x` alone.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import copy
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, overload
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .nodes import BlockNode, Node
-from .plan import BlockPlan, ScopePlan
-from .program import Step, add_context, run
+from .nodes import BlockNode, Source
+from .plan import BlockPlan, Port
+from .program import add_context, give, plain, run, spread, take
+from .scope import Repeat, describe_needs
 
-__all__ = ["Block", "Repeat", "Scope", "build_block", "fresh_copy", "structural_copy"]
+__all__ = ["Block", "Exchange", "exchange_of"]
 
 
-class Scope(nn.Module):
-    """A module that runs a compiled scope: the top level of a `Circuit`, or one repeat.
+@dataclass(frozen=True)
+class Exchange:
+    """How a block passes stacks and outputs between its repeats and the scope around it.
 
-    Its children are the scope's layers, markers and blocks, registered in forward order under
-    their argument positions (blocks under their names).
+    The block keeps one list per stack of its port, then one per output. `fill` places the
+    tensors the block is handed into its stacks; `takes` and `gives` are what each repeat is
+    handed from them and gives back (index of the list, count, in order); `returns` are the
+    lists whose values follow `x` in the block's result.
     """
 
-    _steps: tuple[Step, ...]
-    _num_captures: int
-    _num_locals: int
-    _nodes: tuple[Node, ...]
-
-    def _build(self, plan: ScopePlan) -> None:
-        for key, entry in plan.entries:
-            self.add_module(key, build_block(entry) if isinstance(entry, BlockPlan) else entry)
-        self._steps = plan.steps
-        self._num_captures = plan.num_captures
-        self._num_locals = plan.num_slots - plan.num_captures
-        self._nodes = plan.nodes
-
-    @property
-    def nodes(self) -> tuple[Node, ...]:
-        """The declared structure of this scope, as plain data (see `torch_circuit.nodes`)."""
-        return self._nodes
-
-    @property
-    def steps(self) -> tuple[Step, ...]:
-        """The steps `forward` runs, in order (see `torch_circuit.program`)."""
-        return self._steps
-
-    @property
-    def num_captures(self) -> int:
-        """How many outer skips this scope receives: the first slots of its frame."""
-        return self._num_captures
-
-    @property
-    def num_slots(self) -> int:
-        """The size of this scope's frame: its captured skips, then its own saves."""
-        return self._num_captures + self._num_locals
-
-    def run_steps(self, steps: Sequence[Step], x: Any, frame: list[Any]) -> Any:
-        """Run `steps` (some of `self.steps`) on `x` with the skips in `frame`."""
-        return run(steps, self._modules, x, frame)
+    lists: int
+    fill: tuple[tuple[int, int], ...]
+    takes: tuple[tuple[int, int], ...]
+    gives: tuple[tuple[int, int], ...]
+    returns: tuple[int, ...]
 
 
-class Repeat(Scope):
-    """One repeat of a block body; `forward` takes the outer skips the body reads."""
-
-    def __init__(self, plan: ScopePlan) -> None:
-        super().__init__()
-        self._build(plan)
-
-    def forward(self, x: Any, *captured: Any) -> Any:
-        """Run the body on `x`; `captured` are the outer skips it reads, in plan order."""
-        return run(self._steps, self._modules, x, [*captured, *([None] * self._num_locals)])
+def exchange_of(plan: BlockPlan) -> Exchange | None:
+    """The exchange of a block, or `None` if its repeats neither push, pop nor output."""
+    body, block = plan.body.port, plan.port
+    if not body.stacks and not body.outputs:
+        return None
+    stacks = len(body.stacks)
+    return Exchange(
+        lists=stacks + len(body.outputs),
+        fill=tuple((i, k) for i, (_, k, _) in enumerate(block.stacks) if k),
+        takes=tuple((i, k) for i, (_, k, _) in enumerate(body.stacks) if k),
+        gives=tuple(
+            [(i, m) for i, (_, _, m) in enumerate(body.stacks) if m]
+            + [(stacks + i, n) for i, (_, n) in enumerate(body.outputs)]
+        ),
+        returns=tuple(
+            [i for i, (_, _, m) in enumerate(block.stacks) if m]
+            + [stacks + i for i in range(len(body.outputs))]
+        ),
+    )
 
 
 class Block(nn.Module):
@@ -92,6 +79,10 @@ class Block(nn.Module):
         children: the modules to register, by key (repeat modules, or parts of repeats that
             a pipeline stage runs step by step).
         runs: the repeats `forward` runs, in order, as `(repeat index, child key)`.
+        exchange: how the repeats pass stacks and outputs along (`exchange_of`), if they do.
+        captured: the outer skips the body reads (name, source), the first arguments after
+            `x`.
+        port: what the block as a whole exchanges with the scope around it.
     """
 
     def __init__(
@@ -99,6 +90,9 @@ class Block(nn.Module):
         node: BlockNode,
         children: Mapping[str, nn.Module],
         runs: Sequence[tuple[int, str]],
+        exchange: Exchange | None = None,
+        captured: Sequence[tuple[str, Source]] = (),
+        port: Port | None = None,
     ) -> None:
         super().__init__()
         for key, module in children.items():
@@ -109,6 +103,10 @@ class Block(nn.Module):
         self._node = node
         self._runs = tuple(runs)
         self._index = {index: position for position, (index, _) in enumerate(self._runs)}
+        self._exchange = exchange
+        self._captured = tuple(captured)
+        self._num_captures = len(self._captured)
+        self._port = Port() if port is None else port
 
     @property
     def node(self) -> BlockNode:
@@ -127,6 +125,21 @@ class Block(nn.Module):
     @property
     def share_weights(self) -> bool:
         return self._node.share_weights
+
+    @property
+    def exchange(self) -> Exchange | None:
+        """How the repeats pass stacks and outputs along, if they do."""
+        return self._exchange
+
+    @property
+    def captured(self) -> tuple[tuple[str, Source], ...]:
+        """The outer skips the body reads, by name and source, in argument order."""
+        return self._captured
+
+    @property
+    def port(self) -> Port:
+        """What the block as a whole exchanges with the scope around it."""
+        return self._port
 
     @property
     def indices(self) -> tuple[int, ...]:
@@ -178,21 +191,80 @@ class Block(nn.Module):
             raise KeyError(key)
         return module
 
-    def forward(self, x: Any, *captured: Any) -> Any:
-        """Run the repeats in turn on `x`; `captured` are the outer skips the body reads."""
+    def forward(self, x: Any, *args: Any) -> Any:
+        """Run the repeats in turn on `x`; `args` are the outer skips the body reads, then
+        (if the block pops from outside) one list of the tensors it takes."""
+        if self._exchange is not None or len(args) != self._num_captures:
+            return self._exchanging(x, args)
         modules = self._modules
         checkpointed = self._node.checkpoint
         for index, key in self._runs:
-            repeat: nn.Module = modules[key]  # type: ignore[assignment]
+            repeat: Any = modules[key]
             try:
                 if checkpointed:
-                    x = checkpoint(repeat, x, *captured, use_reentrant=False, **_recompute(repeat))
+                    x = checkpoint(repeat, x, *args, use_reentrant=False, **_recompute(repeat))
+                elif type(repeat) is Repeat and not repeat._lists and plain(repeat):
+                    # What repeat(x, *args) would do, three frames shallower.
+                    frame = [*args, *([None] * repeat._num_locals)]
+                    x = run(repeat._steps, repeat._modules, x, frame)
                 else:
-                    x = repeat(x, *captured)
+                    x = repeat(x, *args)
             except Exception as error:
                 add_context(error, self._where(index))
                 raise
         return x
+
+    def _exchanging(self, x: Any, args: tuple[Any, ...]) -> Any:
+        """`forward` for a block whose repeats push, pop or output."""
+        exchange = self._exchange
+        if exchange is None or len(args) != self._num_captures + bool(exchange.fill):
+            raise TypeError(self._needs_message(f"got {len(args)} argument(s) after x"))
+        captured = args[: self._num_captures]
+        lists: list[Any] = [[] for _ in range(exchange.lists)]
+        if exchange.fill:
+            spread(lists, exchange.fill, args[self._num_captures])
+            args[self._num_captures].clear()  # the stacks hold them now
+        for index, key in self._runs:
+            handed = [*captured, take(lists, exchange.takes)] if exchange.takes else captured
+            result = self._run(index, key, x, handed)
+            if exchange.gives:
+                give(lists, exchange.gives, result)
+                result = result[0]
+            x = result
+        if not exchange.returns:
+            return x
+        return (x, *(value for i in exchange.returns for value in lists[i]))
+
+    def _run(self, index: int, key: str, x: Any, args: Sequence[Any]) -> Any:
+        """Run one repeat, noting which one on any error it raises."""
+        repeat: Any = self._modules[key]
+        try:
+            if self._node.checkpoint:
+                function = _with_list(repeat, self._num_captures, args)
+                flat = (*args[: self._num_captures], *_handed(args, self._num_captures))
+                return checkpoint(function, x, *flat, use_reentrant=False, **_recompute(repeat))
+            if type(repeat) is Repeat and plain(repeat):  # as repeat(x, *args), shallower
+                frame = repeat.open_frame(args)
+                return repeat.close_frame(run(repeat._steps, repeat._modules, x, frame), frame)
+            return repeat(x, *args)
+        except Exception as error:
+            add_context(error, self._where(index))
+            raise
+
+    def check_runs_alone(self, where: str) -> None:
+        """Raise `TypeError` if the block reads skips saved outside it (then it runs only in
+        the circuit it was built in); `where` says where it was found."""
+        if self._captured or (self._exchange and self._exchange.fill):
+            raise TypeError(self._needs_message(f"{where} holds it alone"))
+
+    def _needs_message(self, problem: str) -> str:
+        pops = [name for name, takes, _ in self._port.stacks if takes]
+        return (
+            f"Block {self.name!r} reads {describe_needs(self._captured, pops)}, saved outside "
+            f"it in the circuit it was built in (StartBlock at position {self._node.position}), "
+            f"but {problem}; it runs only there. Build the block anew from its layers to use "
+            "it elsewhere."
+        )
 
     def _where(self, index: int) -> str:
         node = self._node
@@ -222,19 +294,6 @@ class Block(nn.Module):
             start = end + 1
         inner = "\n  ".join(lines)
         return f"Block({self.name!r} ×{self.num_repeats}{shared}{held})(\n  {inner}\n)"
-
-
-def build_block(plan: BlockPlan) -> Block:
-    """The `Block` a circuit holds for `plan`: repeat 0 built from the modules passed in,
-    the others fresh copies of it (or repeat 0 alone, run every time, if weights are shared)."""
-    node = plan.node
-    first = Repeat(plan.body)
-    children: dict[str, nn.Module] = {"0": first}
-    if not node.share_weights:
-        for index in range(1, node.num_repeats):
-            children[str(index)] = fresh_copy(first)
-    runs = [(index, node.repeat_key(index)) for index in range(node.num_repeats)]
-    return Block(node, children, runs)
 
 
 def _ranges(indices: Sequence[int]) -> str:
@@ -272,77 +331,18 @@ def _restoring_buffers(module: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
-def fresh_copy(module: nn.Module) -> nn.Module:
-    """A deep copy of `module` with every submodule re-initialised, as if built anew.
-
-    Modules are reset children first, the order in which `__init__` methods initialise them,
-    so a parent's own initialisation (`nn.MultiheadAttention` zeroing `out_proj.bias`)
-    has the last word. A parameter owned by a module with neither `reset_parameters` nor
-    `_reset_parameters` keeps the values it was copied with.
-    """
-    # Plans are immutable: share them, so every repeat runs the very same steps (and
-    # regional compilation reuses one compiled body for all of them).
-    memo: dict[int, Any] = {}
-    for scope in module.modules():
-        if isinstance(scope, Scope):
-            memo[id(scope._steps)] = scope._steps
-            memo[id(scope._nodes)] = scope._nodes
-    clone = structural_copy(module, memo)
-    _reinitialise(clone, seen=set())
-    return clone
+def _handed(args: Sequence[Any], num_captures: int) -> list[Any]:
+    """The tensors handed to a repeat, as separate arguments (checkpoint keeps them)."""
+    return list(args[num_captures]) if len(args) > num_captures else []
 
 
-_SCALARS = (int, float, bool, str, bytes, type(None))
-_EMPTY_CONTAINERS = (dict, OrderedDict, list, set)
-_COPY_PROTOCOL = ("__getstate__", "__setstate__", "__reduce_ex__", "__reduce__", "__deepcopy__")
+def _with_list(repeat: nn.Module, num_captures: int, args: Sequence[Any]) -> Callable[..., Any]:
+    """The repeat as checkpoint calls it: every tensor a separate argument. The tensors it
+    takes off stacks are handed back as a fresh list at each call, the recompute included."""
+    if len(args) == num_captures:
+        return repeat
 
+    def call(x: Any, *flat: Any) -> Any:
+        return repeat(x, *flat[:num_captures], list(flat[num_captures:]))
 
-def structural_copy(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Module:
-    """`copy.deepcopy(module, memo)`, several times faster on plain modules.
-
-    `deepcopy` rebuilds each of a module's dozen (mostly empty) hook dictionaries through the
-    pickle protocol, which makes building many repeats slow. Here each submodule's attribute
-    dictionary is copied entry by entry: scalars are shared, empty containers made anew, and
-    everything else (parameters, buffers, non-empty hooks, other state) goes to `deepcopy`
-    with the same `memo`, so sharing within the module is kept. A class that customises how
-    it is copied or pickled, or uses `__slots__`, is handed to `deepcopy` whole.
-    """
-    memo = {} if memo is None else memo
-    if id(module) in memo:
-        return memo[id(module)]  # type: ignore[no-any-return]
-    cls = type(module)
-    customised = any(
-        getattr(cls, name, None) is not getattr(nn.Module, name, None) for name in _COPY_PROTOCOL
-    )
-    if customised or any("__slots__" in vars(base) for base in cls.__mro__):
-        return copy.deepcopy(module, memo)
-    clone = cls.__new__(cls)
-    memo[id(module)] = clone
-    state: dict[str, Any] = {}
-    for key, value in module.__dict__.items():
-        if key == "_compiled_call_impl":
-            continue  # nn.Module's own pickling drops it too: a copy starts uncompiled
-        if key == "_modules":
-            state[key] = {
-                name: None if child is None else structural_copy(child, memo)
-                for name, child in value.items()
-            }
-        elif type(value) in _SCALARS:
-            state[key] = value
-        elif type(value) in _EMPTY_CONTAINERS and not value:
-            state[key] = type(value)()
-        else:
-            state[key] = copy.deepcopy(value, memo)
-    clone.__dict__.update(state)
-    return clone
-
-
-def _reinitialise(module: nn.Module, seen: set[int]) -> None:
-    if id(module) in seen:
-        return
-    seen.add(id(module))
-    for child in module.children():
-        _reinitialise(child, seen)
-    reset = getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
-    if callable(reset):
-        reset()
+    return call

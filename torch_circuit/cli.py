@@ -1,14 +1,20 @@
 """The `torch-circuit` console command: draw or summarise a model without writing a script.
 
-`MODULE:FACTORY` names a function that takes no arguments and returns a `Circuit`.
-`MODULE` is a dotted module name importable from the current folder
+The model is a config file (`.json`, `.yaml`, `.yml`), a folder written by
+`torch_circuit.save`, or `MODULE:FACTORY`: a function that takes no arguments and returns a
+`Circuit`. `MODULE` is a dotted module name importable from the current folder
 (`mypkg.models`) or a path to a Python file (`examples/resnet_mnist.py`), which is run
-like a script: its folder goes first on `sys.path`.
+like a script: its folder goes first on `sys.path`. A config that names registered classes
+needs the module that registers them: `--import MODULE` imports it first (a config itself
+never makes anything be imported).
 
 For example:
 
+    $ torch-circuit draw examples/configs/unet.yaml -o unet.svg
+    $ torch-circuit summary model.json --input-shape 1,3,32,32
     $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.pdf
     $ torch-circuit draw mypkg.models:make_unet -o unet.png --expanded
+    $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.html
     $ torch-circuit summary examples/resnet_mnist.py:build_circuit --input-shape 1,1,8,8
 """
 
@@ -24,10 +30,13 @@ from pathlib import Path
 from types import ModuleType
 
 from .circuit import Circuit
+from .config.files import CONFIG_FILE, YAML_SUFFIXES, read_config
 from .diagram.files import FORMATS
+from .diagram.geometry import Direction
+from .diagram.view import DiagramTooLargeError
 from .shapes import ShapeError
 
-__all__ = ["CommandError", "load_circuit", "main"]
+__all__ = ["CommandError", "load_circuit", "load_config_file", "load_model", "main"]
 
 
 class CommandError(Exception):
@@ -52,7 +61,8 @@ def load_circuit(spec: str) -> Circuit:
     if not sep or not module_name or not factory_name.isidentifier():
         raise CommandError(
             f"expected MODULE:FACTORY, got {spec!r}; for example "
-            "examples/resnet_mnist.py:build_circuit or mypkg.models:make_model."
+            "examples/resnet_mnist.py:build_circuit or mypkg.models:make_model, or a config "
+            "file such as model.yaml."
         )
     module = _import(module_name)
     factory = getattr(module, factory_name, None)
@@ -86,6 +96,43 @@ def load_circuit(spec: str) -> Circuit:
             "torch-circuit can only draw and summarise Circuits."
         )
     return model
+
+
+def is_config_path(spec: str) -> bool:
+    """Whether `spec` names a config file or a saved model's folder, not `MODULE:FACTORY`."""
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    return suffix == ".json" or suffix in YAML_SUFFIXES or (path / CONFIG_FILE).is_file()
+
+
+def load_config_file(path: str) -> Circuit:
+    """Build the `Circuit` a config file (or a saved model's folder) describes.
+
+    Raises:
+        CommandError: the file is missing, unreadable, or does not describe a circuit; the
+            message gives the file and the place in it.
+    """
+    try:
+        return Circuit.from_config(read_config(path))
+    except FileNotFoundError:
+        raise CommandError(f"no such config file: {path!r}.") from None
+    except ImportError as error:  # PyYAML missing
+        raise CommandError(str(error)) from error
+    except (TypeError, ValueError) as error:
+        hint = ""
+        if "register" in str(error):
+            hint = (
+                " If a module of yours registers that class, import it first: "
+                "--import MODULE (a dotted name or a .py file)."
+            )
+        raise CommandError(f"{path}: {error}{hint}") from error
+
+
+def load_model(spec: str, imports: Sequence[str] = ()) -> Circuit:
+    """The `Circuit` named on the command line, after importing `imports` (in order)."""
+    for module_name in imports:
+        _import(module_name)
+    return load_config_file(spec) if is_config_path(spec) else load_circuit(spec)
 
 
 def _import(module_name: str) -> ModuleType:
@@ -148,26 +195,32 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `torch-circuit` and its `draw` and `summary` commands."""
     parser = argparse.ArgumentParser(
         prog="torch-circuit",
-        description="Draw or summarise a Circuit returned by a factory function.",
-        epilog="MODULE:FACTORY is a dotted module or a .py file, then the name of a function "
-        "that takes no arguments and returns a Circuit.",
+        description="Draw or summarise a Circuit: a config file, or one a factory returns.",
+        epilog="MODEL is a config file (.json, .yaml, .yml), a folder written by "
+        "torch_circuit.save, or MODULE:FACTORY: a dotted module or a .py file, then the name "
+        "of a function that takes no arguments and returns a Circuit.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    draw = commands.add_parser("draw", help="save the architecture diagram (PDF, PNG or SVG)")
-    draw.add_argument("factory", metavar="MODULE:FACTORY")
+    draw = commands.add_parser(
+        "draw", help="save the architecture diagram (PDF, PNG, SVG, or an interactive HTML page)"
+    )
+    draw.add_argument("factory", metavar="MODEL")
+    _add_import(draw)
     draw.add_argument(
         "-o",
         "--output",
         required=True,
         type=Path,
         metavar="FILE",
-        help="where to save; the extension picks .pdf, .png or .svg",
+        help="where to save; the extension picks .pdf, .png, .svg or .html (a page to open "
+        "in a browser: click a block to expand it, hover a layer for its details)",
     )
     draw.add_argument(
         "--expanded",
         action="store_true",
-        help="draw every repeat of every block instead of one frame labelled ×N",
+        help="draw every repeat of every block instead of one frame labelled ×N (an HTML page "
+        "opens expanded)",
     )
     draw.add_argument(
         "--input-shape",
@@ -175,9 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHAPE",
         help="label every edge with its tensor shape, e.g. 1,3,32,32",
     )
+    draw.add_argument(
+        "--direction",
+        choices=("down", "right"),
+        default="down",
+        help="run the flow down columns (the default) or left to right along rows",
+    )
 
     summary = commands.add_parser("summary", help="print a table of layers, shapes, parameters")
-    summary.add_argument("factory", metavar="MODULE:FACTORY")
+    summary.add_argument("factory", metavar="MODEL")
+    _add_import(summary)
     summary.add_argument(
         "--input-shape",
         type=parse_shape,
@@ -187,8 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_import(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module (dotted name or .py file) first, e.g. the one that registers "
+        "the classes a config names; may be repeated",
+    )
+
+
 def run_draw(
-    model: Circuit, output: Path, expanded: bool, input_shape: Sequence[int] | None
+    model: Circuit,
+    output: Path,
+    expanded: bool,
+    input_shape: Sequence[int] | None,
+    direction: Direction = "down",
 ) -> str:
     """Save the diagram to `output`; return the line to print."""
     if output.suffix.lower() not in FORMATS:
@@ -197,7 +273,16 @@ def run_draw(
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     with _shape_errors(input_shape):
-        model.visualize(save_path=str(output), show_repeats=not expanded, input_shape=input_shape)
+        try:
+            model.visualize(
+                save_path=str(output),
+                show_repeats=not expanded,
+                input_shape=input_shape,
+                direction=direction,
+            )
+        except DiagramTooLargeError as error:
+            hint = " (leave out --expanded)" if expanded else ""
+            raise CommandError(f"{error}{hint}") from error
     return f"saved {output}"
 
 
@@ -229,9 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        model = load_circuit(args.factory)
+        model = load_model(args.factory, args.imports)
         if args.command == "draw":
-            print(run_draw(model, args.output, args.expanded, args.input_shape))
+            draw = run_draw(model, args.output, args.expanded, args.input_shape, args.direction)
+            print(draw)
         else:
             print(run_summary(model, args.input_shape))
     except CommandError as error:

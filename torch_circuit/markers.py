@@ -1,12 +1,16 @@
 """The markers that structure a `Circuit`'s flat layer list, and `LambdaLayer`.
 
 Markers record intent only; `Circuit` validates them (so an error can name the marker's
-position in the argument list) and turns them into a plan when it is built.
+position in the argument list) and turns them into a plan when it is built. `SaveInput`,
+`GetInput` and `Output` are modules: they are registered at their position, their hooks fire
+like any module's, and their `forward` is what the circuit runs there. `StartBlock`,
+`EndBlock` and `PerRepeat` are plain objects: they never run.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -15,92 +19,240 @@ from torch import Tensor, nn
 
 from .ops import op_name, resolve_op
 
-__all__ = ["EndBlock", "GetInput", "LambdaLayer", "SaveInput", "StartBlock"]
+__all__ = [
+    "EndBlock",
+    "GetInput",
+    "LambdaLayer",
+    "Output",
+    "PerRepeat",
+    "SaveInput",
+    "StartBlock",
+]
 
 
-def _marker_forward_error(marker: nn.Module) -> RuntimeError:
-    return RuntimeError(
-        f"{marker!r} was called directly; markers only work inside a Circuit: "
-        "pass it in the layer list of Circuit(...)."
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+
+
+def _transform_alias(kind: str, transform: Any, transformation: Any) -> Any:
+    """`transformation=` is the upstream project's spelling of `transform=`."""
+    if transformation is _UNSET:
+        return transform
+    if transform is not None:
+        raise TypeError(
+            f"{kind} got both transform= and transformation=; pass only transform=, the "
+            "current spelling."
+        )
+    warnings.warn(
+        f"{kind}(transformation=...) is the old spelling; use {kind}(transform=...).",
+        FutureWarning,
+        stacklevel=3,
     )
+    return transformation
 
 
-class SaveInput(nn.Module):
+class _Marker(nn.Module):
+    """A marker module: its `forward` is what the circuit runs there, hooks included.
+
+    Registering a hook sets `hooked`, so that the circuit calls the marker through
+    `nn.Module.__call__` (and the hook fires); a marker without hooks is run directly, at no
+    cost. (A hook put into the hook dictionaries by hand, bypassing `register_*`, is missed.)
+    """
+
+    hooked = False
+
+    def register_forward_pre_hook(self, *args: Any, **kwargs: Any) -> Any:
+        self.hooked = True
+        return super().register_forward_pre_hook(*args, **kwargs)
+
+    def register_forward_hook(self, *args: Any, **kwargs: Any) -> Any:
+        self.hooked = True
+        return super().register_forward_hook(*args, **kwargs)
+
+    def register_full_backward_pre_hook(self, *args: Any, **kwargs: Any) -> Any:
+        self.hooked = True
+        return super().register_full_backward_pre_hook(*args, **kwargs)
+
+    def register_full_backward_hook(self, *args: Any, **kwargs: Any) -> Any:
+        self.hooked = True
+        return super().register_full_backward_hook(*args, **kwargs)
+
+
+class SaveInput(_Marker):
     """Remember the current tensor under `name` for a later `GetInput(name)`.
+
+    The current tensor passes on unchanged; what is saved is `transform(x)`, or `x` itself.
 
     Args:
         name: the skip's name; scoped like a variable (see `GetInput`).
         transform: an optional module applied to the tensor at save time, e.g. a 1x1 conv
             projection. It is a real submodule: trained, saved and copied per repeat.
+        push: push the tensor onto a stack called `name` that stays visible after the block
+            ends, for a later `GetInput(name, pop=True)` (a U-Net's encoder and decoder).
+        transformation: the old spelling of `transform` (warns).
 
     Examples:
         >>> Circuit(SaveInput("x"), nn.Linear(8, 8), GetInput("x"))
     """
 
-    def __init__(self, name: str, transform: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        transform: nn.Module | None = None,
+        *,
+        push: bool = False,
+        transformation: nn.Module | None = _UNSET,
+    ) -> None:
         super().__init__()
         self.name = name
-        self.transform = transform
+        self.transform = _transform_alias("SaveInput", transform, transformation)
+        self.push = push
 
-    def capture(self, x: Tensor) -> Tensor:
+    def forward(self, x: Any) -> Any:
+        """The tensor passes through; hooks on the save see it here."""
+        return x
+
+    def capture(self, x: Any) -> Any:
         """The value this save stores: `transform(x)`, or `x` itself."""
         transform = self.transform
         return x if transform is None else transform(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        raise _marker_forward_error(self)
-
     def extra_repr(self) -> str:
-        return repr(self.name)
+        return repr(self.name) + (", push=True" if self.push is True else "")
 
 
-class GetInput(nn.Module):
-    """Combine the current tensor with the one saved under `name`: `op(x, transform(saved))`.
+class GetInput(_Marker):
+    """Combine the current tensor with what was saved: `op(x, transform(saved))`.
 
-    The name resolves to the nearest earlier `SaveInput(name)` in the same repeat of the same
-    block, else in the enclosing block, out to the top level.
+    A name resolves to the nearest earlier `SaveInput(name)` in the same repeat of the same
+    block, else in the enclosing block, out to the top level (or to a named input of the
+    circuit).
 
     Args:
-        name: the name of an earlier `SaveInput`.
-        op: any callable `(current, saved) -> Tensor` (a function, a lambda, an
-            `nn.Module`), `torch.cat`, or one of `"add"`, `"mul"`, `"cat"`. `cat`
-            concatenates on dim 1, current first.
-        transform: an optional module applied to the saved tensor before `op`.
+        name: the name of an earlier `SaveInput` or named input, or a tuple of names:
+            `GetInput(("k", "v"), op=f)` computes `f(x, k, v)`.
+        op: any callable `(current, saved) -> Tensor` (a function, a lambda, an `nn.Module`),
+            `torch.cat`, or one of `"add"`, `"mul"`, `"cat"`. `cat` concatenates on dim 1,
+            current first. With several names, `op` takes the current tensor and one value
+            per name.
+        transform: an optional module applied to the saved tensor before `op` (one name only).
+        pop: take the most recent tensor off the stack `name` (see `SaveInput(push=True)`).
+        transformation: the old spelling of `transform` (warns).
 
     Examples:
         >>> GetInput("residual")                 # x + residual
         >>> GetInput("enc1", op="cat")           # U-Net: torch.cat((x, enc1), dim=1)
+        >>> GetInput(("memory", "mask"), op=cross_attention)
     """
 
     def __init__(
         self,
-        name: str,
+        name: str | tuple[str, ...],
         op: Callable[..., Tensor] | str = torch.add,
         transform: nn.Module | None = None,
+        *,
+        pop: bool = False,
+        transformation: nn.Module | None = _UNSET,
     ) -> None:
         super().__init__()
         self.name = name
-        self.transform = transform  # assigned before op: parameters() follow forward order
+        # Assigned before op: parameters() follow forward order (transform runs first).
+        self.transform = _transform_alias("GetInput", transform, transformation)
         self.op = resolve_op(op)
+        self.pop = pop
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names read, in the order `op` receives them."""
+        return self.name if isinstance(self.name, tuple) else (self.name,)
 
     @property
     def op_name(self) -> str:
         """`add`, `mul`, `cat`, or the name of the function or module used as op."""
         return op_name(self.op)
 
-    def combine(self, x: Tensor, saved: Tensor) -> Tensor:
-        """Apply this read to the current tensor `x` and the saved value."""
+    def forward(self, x: Any, *saved: Any) -> Any:
+        """`op(x, *saved)`, the single saved value transformed first; hooks see it here."""
+        if not saved:
+            raise RuntimeError(
+                f"{self!r} was called directly; markers only work inside a Circuit: pass it "
+                "in the layer list of Circuit(...)."
+            )
+        transform = self.transform
+        if transform is not None:
+            saved = (transform(saved[0]),)
+        return self.op(x, *saved)
+
+    def combine(self, x: Any, saved: Any) -> Any:
+        """`forward` for a read of one name: `op(x, transform(saved))`."""
         transform = self.transform
         if transform is not None:
             saved = transform(saved)
-        result: Tensor = self.op(x, saved)
-        return result
-
-    def forward(self, x: Tensor) -> Tensor:
-        raise _marker_forward_error(self)
+        return self.op(x, saved)
 
     def extra_repr(self) -> str:
-        return f"{self.name!r}, op={self.op_name}"
+        pop = ", pop=True" if self.pop is True else ""
+        return f"{self.name!r}, op={self.op_name}{pop}"
+
+
+class Output(_Marker):
+    """Return the current tensor under `name`, and pass it on unchanged.
+
+    A circuit with any `Output` returns a `dict` of its outputs in declaration order (and
+    nothing else: end with an `Output` to return the final tensor too). Inside a block an
+    output holds one tensor per execution, as a tuple in execution order.
+
+    Args:
+        name: the output's key in the returned dict; distinct among the circuit's outputs.
+
+    Examples:
+        >>> model = Circuit(nn.Linear(8, 8), Output("hidden"), nn.Linear(8, 2), Output("logits"))
+        >>> model(torch.randn(1, 8)).keys()
+        dict_keys(['hidden', 'logits'])
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def forward(self, x: Any) -> Any:
+        """The tensor passes through; hooks on the output see it here."""
+        return x
+
+    def extra_repr(self) -> str:
+        return repr(self.name)
+
+
+class PerRepeat:
+    """A layer built anew for each repeat: `factory(index, count)` at construction.
+
+    `index` counts this layer's occurrences in forward order across every repeat of every
+    enclosing block (0-based), and `count` is their total; outside any block the factory is
+    called once, with `(0, 1)`. The modules it returns are used as built: not copied, not
+    re-initialised. It cannot be used inside a block with `share_weights=True`.
+
+    Besides a layer of the list, it may be a read's `op` or a save's or read's `transform`,
+    where that module's width changes per repeat: `GetInput("t", op=PerRepeat(make_block))`.
+
+    Args:
+        factory: a callable `(index, count) -> nn.Module`.
+
+    Examples:
+        >>> StartBlock("layer", num_repeats=12),
+        >>> ...
+        >>> PerRepeat(lambda i, n: DropPath(0.1 * i / (n - 1))),   # stochastic depth
+        >>> PerRepeat(lambda i, n: nn.Conv2d(32 * 2**i, 32 * 2 ** (i + 1), 3)),  # widening
+    """
+
+    def __init__(self, factory: Callable[[int, int], nn.Module]) -> None:
+        self.factory = factory
+
+    def __repr__(self) -> str:
+        return f"PerRepeat({op_name(self.factory)})"
 
 
 def _show_default(function: Callable[..., Any], name: str, text: str) -> None:
@@ -120,6 +272,8 @@ def _show_default(function: Callable[..., Any], name: str, text: str) -> None:
 
 
 _show_default(GetInput.__init__, "op", "torch.add")
+_show_default(SaveInput.__init__, "transformation", "None")
+_show_default(GetInput.__init__, "transformation", "None")
 
 
 class StartBlock:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -23,44 +23,102 @@ __all__ = [
     "Event",
     "Exit",
     "Frame",
+    "Input",
+    "InputNode",
     "LayerNode",
     "LeafNode",
     "Node",
+    "OutputNode",
     "ReadNode",
     "SaveNode",
+    "Source",
     "Structured",
     "Visit",
+    "input_path",
     "walk",
 ]
 
 
 @dataclass(frozen=True)
+class InputNode:
+    """A named input of `forward`, after the main tensor (`Circuit(..., inputs=...)`).
+
+    It is visible everywhere, as if saved just before the first layer at the top level;
+    `readers` are the positions of the `GetInput`s that read it. `default` is what a call
+    that leaves it out passes (only when `required` is false).
+    """
+
+    index: int
+    name: str
+    required: bool
+    default: Any
+    readers: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class LayerNode:
-    """A layer at `position` in the argument list, registered under `key`."""
+    """A layer at `position` in the argument list, registered under `key` (its position, or
+    the name it was given as a `(name, layer)` pair). `per_repeat` is the `PerRepeat` that
+    built it, one module per repeat."""
 
     position: int
     key: str
+    per_repeat: PerRepeatSpec | None = None
 
 
 @dataclass(frozen=True)
 class SaveNode:
-    """A `SaveInput`; `readers` are the positions of the `GetInput`s that read it."""
+    """A `SaveInput`; `readers` are the positions of the `GetInput`s that read it (for a
+    push, of the pops that take its tensors). `per_repeat` names the parts built per repeat:
+    `(("transform", PerRepeat(...)),)`."""
 
     position: int
     key: str
     name: str
     readers: tuple[int, ...]
+    push: bool = False
+    per_repeat: tuple[tuple[str, PerRepeatSpec], ...] = ()
+
+
+Source = int | str
+"""What a read reads: the position of a `SaveInput`, or the name of a named input."""
 
 
 @dataclass(frozen=True)
 class ReadNode:
-    """A `GetInput`; `source` is the position of the `SaveInput` it reads."""
+    """A `GetInput`: `names` in the order its op receives them, and their `sources`.
+
+    `name` and `source` are those of the first name (a multi-name read displays its names
+    joined: `"k, v"`). For a pop, `sources` are the positions of the pushes whose tensors it
+    may take. `per_repeat` names the parts built per repeat (`"transform"`, `"op"`).
+    """
 
     position: int
     key: str
     name: str
-    source: int
+    source: Source
     op: str
+    pop: bool = False
+    names: tuple[str, ...] = ()
+    sources: tuple[Source, ...] = ()
+    per_repeat: tuple[tuple[str, PerRepeatSpec], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            object.__setattr__(self, "names", (self.name,))
+        if not self.sources:
+            object.__setattr__(self, "sources", (self.source,))
+
+
+@dataclass(frozen=True)
+class OutputNode:
+    """An `Output(name)`; `count` is how many tensors it returns per forward (one per
+    execution: 1 at the top level, the product of the enclosing blocks' repeats inside)."""
+
+    position: int
+    key: str
+    name: str
+    count: int
 
 
 @dataclass(frozen=True)
@@ -81,8 +139,15 @@ class BlockNode:
         return "0" if self.share_weights else str(repeat)
 
 
-Node = LayerNode | SaveNode | ReadNode | BlockNode
-LeafNode = LayerNode | SaveNode | ReadNode
+class PerRepeatSpec(Protocol):
+    """What a `LayerNode` keeps of the `PerRepeat` that built its modules."""
+
+    @property
+    def factory(self) -> Any: ...
+
+
+Node = LayerNode | SaveNode | ReadNode | OutputNode | BlockNode
+LeafNode = LayerNode | SaveNode | ReadNode | OutputNode
 
 
 class Structured(Protocol):
@@ -90,6 +155,9 @@ class Structured(Protocol):
 
     @property
     def nodes(self) -> tuple[Node, ...]: ...
+
+    @property
+    def input_nodes(self) -> tuple[InputNode, ...]: ...
 
     def get_submodule(self, target: str) -> nn.Module: ...
 
@@ -141,6 +209,22 @@ class Visit:
 
 
 @dataclass(frozen=True)
+class Input:
+    """A named input, met before any layer; `path` is `input:<name>`."""
+
+    node: InputNode
+
+    @property
+    def path(self) -> str:
+        return input_path(self.node.name)
+
+
+def input_path(name: str) -> str:
+    """The occurrence path of the named input `name`, as a read's `sources` give it."""
+    return f"input:{name}"
+
+
+@dataclass(frozen=True)
 class Enter:
     """The walk enters `frame`: a folded block, or one repeat of it."""
 
@@ -160,7 +244,7 @@ class Exit:
         return frame.repeat is None or frame.repeat == frame.node.num_repeats - 1
 
 
-Event = Visit | Enter | Exit
+Event = Input | Visit | Enter | Exit
 
 
 def walk(circuit: Structured, *, folded: bool = False) -> Iterator[Event]:
@@ -178,6 +262,8 @@ def walk(circuit: Structured, *, folded: bool = False) -> Iterator[Event]:
         >>> [e.path for e in walk(model) if isinstance(e, Visit)][:3]
         ['0', '1', '2']
     """
+    for node in circuit.input_nodes:
+        yield Input(node)
     walker = _Walker(circuit, folded)
     stack: list[Iterator[Event | _Scope]] = [walker.scope(_Scope(circuit, circuit.nodes))]
     while stack:
@@ -207,7 +293,11 @@ class _Walker:
         # The path of the latest run of the save at each position. Forward order makes this
         # the occurrence a read sees: a read sees the save in its own repeat, or the latest
         # run of one in an enclosing scope, and positions are unique in the layer list.
-        self.saves: dict[int, str] = {}
+        self.saves: dict[Source, str] = {
+            node.name: input_path(node.name) for node in circuit.input_nodes
+        }
+        # Expanded, the paths of the pushes still on each stack; a pop takes the last.
+        self.stacks: dict[str, list[str]] = {}
 
     def scope(self, scope: _Scope) -> Iterator[Event | _Scope]:
         for node in scope.nodes:
@@ -219,8 +309,16 @@ class _Walker:
             sources: tuple[str, ...] = ()
             if isinstance(node, SaveNode):
                 self.saves[node.position] = path
+                if node.push and not self.folded:
+                    self.stacks.setdefault(node.name, []).append(path)
             elif isinstance(node, ReadNode):
-                sources = (self.saves[node.source],)
+                stack = self.stacks.get(node.name) if node.pop and not self.folded else None
+                if stack:
+                    sources = (stack.pop(),)
+                elif node.pop:  # folded (or a view folding the pushes): every push it may take
+                    sources = tuple(dict.fromkeys(self.saves[s] for s in node.sources))
+                else:  # one per name, in the order the op receives them
+                    sources = tuple(self.saves[s] for s in node.sources)
             yield Visit(node, module, path, key, scope.frames, sources)
 
     def block(

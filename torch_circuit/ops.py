@@ -8,15 +8,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["cat_channels", "op_name", "resolve_op"]
+__all__ = ["BINARY_OPS", "NAMED_OPS", "cat_channels", "op_name", "resolve_op"]
 
 
-def cat_channels(current: Tensor, saved: Tensor) -> Tensor:
-    """Concatenate `current` and `saved` on the channel dimension (dim 1), current first."""
-    return torch.cat((current, saved), dim=1)
+def cat_channels(current: Tensor, *saved: Tensor) -> Tensor:
+    """Concatenate `current` and the saved tensors on the channel dimension (dim 1), current
+    first; with several names, in the order they are named."""
+    return torch.cat((current, *saved), dim=1)
 
 
-NAMED_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+BINARY_OPS = (torch.add, torch.mul)
+"""Named ops that combine exactly two tensors (a read of several names cannot use them)."""
+
+NAMED_OPS: dict[str, Callable[..., Tensor]] = {
     "add": torch.add,
     "mul": torch.mul,
     "cat": cat_channels,

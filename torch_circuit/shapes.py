@@ -10,17 +10,17 @@ fitting.
 
 from __future__ import annotations
 
-import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .block import Scope
-from .nodes import Enter, Exit, ReadNode, SaveNode, Visit, walk
+from .copying import structural_copy
+from .nodes import Enter, Exit, Input, ReadNode, SaveNode, Visit, walk
+from .scope import Scope
 
 __all__ = ["Shape", "ShapeError", "ShapeTrace", "as_example_input", "trace_shapes"]
 
@@ -69,13 +69,20 @@ def as_example_input(input_shape: Sequence[int] | Tensor) -> Tensor:
     return torch.empty(dims, device="meta")
 
 
-def trace_shapes(circuit: Scope, input_shape: Sequence[int] | Tensor) -> ShapeTrace:
+def trace_shapes(
+    circuit: Scope,
+    input_shape: Sequence[int] | Tensor,
+    input_shapes: Mapping[str, Sequence[int] | Tensor | None] | None = None,
+) -> ShapeTrace:
     """Run `circuit` on `input_shape` for shapes only and return every layer's output shape.
 
     Args:
         circuit: a `Circuit`.
         input_shape: the input's shape including the batch dimension, or an example tensor
             (whose shape and dtype are used, e.g. a `LongTensor` of token ids).
+        input_shapes: a shape or example tensor for each named input of the circuit (a mask
+            is best given as an example tensor, for its dtype); an input left out gets its
+            default.
 
     Raises:
         ShapeError: naming the layer (position, class, block and repeat) whose input does not
@@ -86,9 +93,10 @@ def trace_shapes(circuit: Scope, input_shape: Sequence[int] | Tensor) -> ShapeTr
         (1, 10)
     """
     example = as_example_input(input_shape)
+    named = _named_examples(circuit, input_shapes)
     meta = _meta_copy(circuit)
     try:
-        return _Tracer(meta, tuple(example.shape)).run(example)
+        return _Tracer(meta, tuple(example.shape), named).run(example)
     except _LayerError as meta_failure:
         # Some modules cannot run on meta (data-dependent code); a real no-grad pass decides.
         real_input = (
@@ -96,13 +104,52 @@ def trace_shapes(circuit: Scope, input_shape: Sequence[int] | Tensor) -> ShapeTr
             if isinstance(input_shape, Tensor)
             else torch.zeros(example.shape, dtype=example.dtype)
         )
+        real_named = {name: _real(value) for name, value in named.items()}
         try:
             with _eval_mode(circuit), torch.no_grad():
-                return _Tracer(circuit, tuple(example.shape)).run(real_input)
+                return _Tracer(circuit, tuple(example.shape), real_named).run(real_input)
         except _LayerError as failure:
             raise ShapeError(failure.message(example.shape)) from failure.error
         except Exception:
             raise ShapeError(meta_failure.message(example.shape)) from meta_failure.error
+
+
+def _named_examples(
+    circuit: Scope, shapes: Mapping[str, Sequence[int] | Tensor | None] | None
+) -> dict[str, Any]:
+    """A meta example (or the default) for each named input of `circuit`."""
+    shapes = {} if shapes is None else shapes
+    if not isinstance(shapes, Mapping):
+        raise TypeError(
+            f"input_shapes must map input names to shapes, got {type(shapes).__name__}; "
+            "e.g. input_shapes={'mask': torch.zeros(1, 16, dtype=torch.bool)}."
+        )
+    declared = {node.name: node for node in circuit.input_nodes}
+    unknown = sorted(set(shapes) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"input_shapes names {unknown}, which the circuit does not take; its named inputs "
+            f"are {list(declared)}."
+        )
+    examples: dict[str, Any] = {}
+    for name, node in declared.items():
+        if name in shapes and shapes[name] is not None:
+            examples[name] = as_example_input(shapes[name])  # type: ignore[arg-type]
+        elif node.required:
+            raise ValueError(
+                f"input_shapes has no shape for the input {name!r}, which the circuit needs; "
+                f"pass e.g. input_shapes={{{name!r}: (1, 16)}} or an example tensor."
+            )
+        else:
+            examples[name] = node.default
+    return examples
+
+
+def _real(value: Any) -> Any:
+    """A real tensor of zeros for a meta example; anything else as it is."""
+    if isinstance(value, Tensor) and value.is_meta:
+        return torch.zeros(value.shape, dtype=value.dtype)
+    return value
 
 
 def _meta_copy(module: Scope) -> Scope:
@@ -113,7 +160,10 @@ def _meta_copy(module: Scope) -> Scope:
         if isinstance(tensor, nn.Parameter):
             meta = nn.Parameter(meta, requires_grad=tensor.requires_grad)
         memo[id(tensor)] = meta
-    return copy.deepcopy(module, memo)
+    copied = structural_copy(module, memo)
+    if not isinstance(copied, Scope):  # pragma: no cover - a copy keeps its class
+        raise TypeError(f"a copy of {type(module).__name__} is a {type(copied).__name__}")
+    return copied
 
 
 class _eval_mode:  # noqa: N801 - used like a function, as a context manager
@@ -152,14 +202,21 @@ class _LayerError(Exception):
 class _Tracer:
     """Walks the circuit like `forward` does, recording shapes by occurrence path."""
 
-    def __init__(self, circuit: Scope, input_shape: Shape) -> None:
+    def __init__(self, circuit: Scope, input_shape: Shape, named: Mapping[str, Any]) -> None:
         self.circuit = circuit
         self.trace = ShapeTrace(input_shape)
-        self.saved: dict[str, Tensor] = {}  # by the save's occurrence path
+        self.named = named
+        self.saved: dict[str, Any] = {}  # by the save's occurrence path
 
     def run(self, x: Any) -> ShapeTrace:
         for event in walk(self.circuit):
             if isinstance(event, Enter):
+                continue
+            if isinstance(event, Input):
+                value = self.named[event.node.name]
+                self.saved[event.path] = value
+                if isinstance(value, Tensor):
+                    self.trace.saved[event.path] = tuple(value.shape)
                 continue
             if isinstance(event, Exit):
                 if event.last:
@@ -182,13 +239,15 @@ class _Tracer:
     def step(self, visit: Visit, x: Any) -> Any:
         node, module = visit.node, visit.module
         if isinstance(node, SaveNode):
+            x = module(x)  # hooks see the save, as in forward
             captured = module.capture(x)  # type: ignore[operator]
             self.saved[visit.path] = captured
-            self.trace.saved[visit.path] = tuple(captured.shape)
+            if isinstance(captured, Tensor):
+                self.trace.saved[visit.path] = tuple(captured.shape)
             return x
         if isinstance(node, ReadNode):
             saved = [self.saved[source] for source in visit.sources]
-            return module.combine(x, *saved)  # type: ignore[operator]
+            return module(x, *saved)
         return module(x)
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .block import Scope
 from .diagram.describe import describe_layer, format_shape
-from .nodes import Enter, Frame, LeafNode, ReadNode, SaveNode, Visit, walk
+from .nodes import Enter, Frame, Input, LeafNode, OutputNode, ReadNode, SaveNode, Visit, walk
+from .scope import Scope
 from .shapes import ShapeTrace, trace_shapes
 
 __all__ = ["format_bytes", "summary"]
@@ -24,7 +24,12 @@ class _Row:
     params: str = ""
 
 
-def summary(circuit: Scope, input_shape: Sequence[int] | Tensor | None = None) -> str:
+def summary(
+    circuit: Scope,
+    input_shape: Sequence[int] | Tensor | None = None,
+    *,
+    input_shapes: Mapping[str, Sequence[int] | Tensor | None] | None = None,
+) -> str:
     """A text table of `circuit`: a row per layer, grouped by block and repeat.
 
     Each row gives the layer (class and key settings; skips with their name and op), its
@@ -38,16 +43,19 @@ def summary(circuit: Scope, input_shape: Sequence[int] | Tensor | None = None) -
         circuit: a `Circuit`.
         input_shape: an input shape including the batch dimension (or an example tensor);
             shapes are computed on the `meta` device, without real data.
+        input_shapes: a shape or example tensor for each named input (see `trace_shapes`).
 
     Examples:
         >>> print(model.summary(input_shape=(1, 3, 32, 32)))
     """
-    trace = None if input_shape is None else trace_shapes(circuit, input_shape)
+    trace = None if input_shape is None else trace_shapes(circuit, input_shape, input_shapes)
     builder = _Rows(circuit, trace)
     if trace is not None:
         builder.rows.append(_Row(0, "input", shape=format_shape(trace.input)))
     for event in walk(circuit):
-        if isinstance(event, Enter):
+        if isinstance(event, Input):
+            builder.named_input(event)
+        elif isinstance(event, Enter):
             builder.enter(event.frame)
         elif isinstance(event, Visit):
             builder.visit(event)
@@ -73,6 +81,12 @@ class _Rows:
         self.rows: list[_Row] = []
         self.seen: set[int] = set()
         self.activation_bytes = 0 if trace is None else _numel(trace.input) * 4
+
+    def named_input(self, event: Input) -> None:
+        shape = ""
+        if self.trace is not None and event.path in self.trace.saved:
+            shape = format_shape(self.trace.saved[event.path])
+        self.rows.append(_Row(0, f"input {event.node.name!r}", shape=shape))
 
     def enter(self, frame: Frame) -> None:
         """A block's row (before its first repeat), then the repeat's own row."""
@@ -103,9 +117,12 @@ class _Rows:
         transform = getattr(module, "transform", None)
         via = "" if transform is None else f" via {describe_layer(transform)}"
         if isinstance(node, SaveNode):
-            return f"SaveInput {node.name!r}{via}"
+            return f"SaveInput {node.name!r}{' (push)' if node.push else ''}{via}"
         if isinstance(node, ReadNode):
-            return f"GetInput {node.name!r} · {node.op}{via}"
+            names = repr(node.name) if len(node.names) == 1 else repr(node.names)
+            return f"GetInput {names} · {node.op}{' (pop)' if node.pop else ''}{via}"
+        if isinstance(node, OutputNode):
+            return f"Output {node.name!r}"
         return describe_layer(module)
 
     def shape(self, node: LeafNode, module: nn.Module, path: str) -> str:

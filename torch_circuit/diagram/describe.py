@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ..block import Scope
 from ..markers import LambdaLayer
+from ..scope import Scope
 
 __all__ = [
     "COLOR_KEYS",

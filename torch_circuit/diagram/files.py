@@ -10,8 +10,9 @@ from typing import BinaryIO
 
 __all__ = ["FORMATS", "check_save_path", "write_atomically"]
 
-FORMATS = {".pdf": "pdf", ".png": "png", ".svg": "svg"}
-"""File extensions `visualize` writes, and the format each selects."""
+FORMATS = {".pdf": "pdf", ".png": "png", ".svg": "svg", ".html": "html"}
+"""File extensions `visualize` writes, and the format each selects (`.html`: the interactive
+page; the others: matplotlib's)."""
 
 
 def check_save_path(save_path: str | os.PathLike[str] | None) -> Path | None:

@@ -17,6 +17,7 @@ from .graph import Graph, NodeKind
 
 __all__ = [
     "Box",
+    "Direction",
     "Edge",
     "EdgeKind",
     "Frame",
@@ -26,7 +27,10 @@ __all__ = [
     "Mark",
     "Point",
     "TextFit",
+    "frame_nesting",
     "glyph_radius",
+    "mark_height",
+    "mark_lines",
     "mark_width",
     "outline_bottom",
     "outline_top",
@@ -36,6 +40,10 @@ Point = tuple[float, float]
 
 EdgeKind = Literal["flow", "skip"]
 """A flow edge joins consecutive nodes; a skip runs from a save through its lane to reads."""
+
+Direction = Literal["down", "right"]
+"""Which way the flow runs: down columns that wrap to the right (the default), or along rows
+left to right that wrap downwards."""
 
 LabelKind = Literal["frame", "skip", "shape"]
 """What a label names: a frame, a skip (name, op, shape), or the tensor shape on an edge."""
@@ -67,7 +75,12 @@ BOTTOM = 0.3
 COLUMN_GUTTER = 0.5
 RIGHT_PAD = 0.2
 WRAP_Y = 0.16  # the height of the edges that wrap to the next column
-MIN_WRAP_HEIGHT = 14.0  # inches: a diagram shorter than this stays in one column
+MIN_WRAP_HEIGHT = 14.0  # inches: a diagram shorter than this stays in one column...
+MAX_ASPECT = 2.5  # ...unless it is taller than this many times its width
+CROSS_STEP = 0.08  # between the top runs of skips crossing into a column
+MARK_LINE_H = 0.13  # inches per text line in a transform mark
+MARK_PAD_Y = 0.03
+MAX_MARK_LINES = 3  # a transform of more layers is one line: its class, layer and param counts
 
 
 @dataclass(frozen=True)
@@ -132,13 +145,19 @@ class Label:
 
 @dataclass(frozen=True)
 class Mark:
-    """A transform drawn on a skip edge: a small box centred on the edge's line."""
+    """A transform drawn on a skip edge: a small box centred on the edge's line, a line of
+    text per layer of the transform (`lines`), or one line naming a long one."""
 
     x: float
     y: float
     w: float
     h: float
-    text: str
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """All the lines, one per line."""
+        return "\n".join(self.lines)
 
 
 @dataclass(frozen=True)
@@ -165,7 +184,12 @@ class Edge:
 
 @dataclass(frozen=True)
 class Layout:
-    """Everything a renderer draws, in inches; `width` × `height` is the natural size."""
+    """Everything a renderer draws, in inches; `width` × `height` is the natural size.
+
+    `labels` are the frames' header labels, one per frame in the order of `frames`. With
+    `direction="right"` the flow runs along rows and `columns` counts the rows (a box's
+    `column` is its row).
+    """
 
     width: float
     height: float
@@ -175,6 +199,7 @@ class Layout:
     labels: tuple[Label, ...]
     columns: int
     graph: Graph
+    direction: Direction = "down"
 
     def box(self, box_id: str) -> Box:
         """The box of the node whose occurrence path is `box_id`."""
@@ -221,9 +246,43 @@ class TextFit:
         return text[: max(1, min(name, keep - len(tail)))] + "…" + tail
 
 
-def mark_width(text: str) -> float:
-    """The width of a transform mark holding `text`."""
-    return text_width(text, SMALL_FONT) + 0.1
+def frame_nesting(graph: Graph, frame_ids: list[str]) -> dict[str, int]:
+    """How many levels of frames each of `frame_ids` holds inside it (0 for the innermost)."""
+    nesting = dict.fromkeys(frame_ids, 0)
+    for fid in frame_ids:
+        parent, height = graph.frame(fid).parent, 1
+        while parent is not None and parent in nesting:
+            nesting[parent] = max(nesting[parent], height)
+            parent, height = graph.frame(parent).parent, height + 1
+    return nesting
+
+
+def mark_lines(text: TextFit, layers: tuple[str, ...]) -> tuple[str, ...]:
+    """A transform's lines as its mark shows them: `Conv2d 8→16, k1 · 144 params` on one
+    line where it fits, else the layer on one line and its parameter count on the next."""
+    lines: list[str] = []
+    for layer in layers:
+        if text.fit(layer, "mark") == layer:
+            lines.append(layer)
+            continue
+        head, sep, params = layer.rpartition(" · ")
+        if not sep:
+            lines.append(text.fit(layer, "mark"))
+            continue
+        lines += [text.fit(head, "mark"), text.fit(params, "mark")]
+    return tuple(lines)
+
+
+def mark_width(lines: tuple[str, ...] | str) -> float:
+    """The width of a transform mark holding `lines`."""
+    if isinstance(lines, str):
+        lines = (lines,)
+    return max(text_width(line, SMALL_FONT) for line in lines) + 0.1
+
+
+def mark_height(lines: tuple[str, ...]) -> float:
+    """The height of a transform mark holding `lines`."""
+    return max(MARK_H, len(lines) * MARK_LINE_H + 2 * MARK_PAD_Y)
 
 
 def glyph_radius(box: Box) -> float | None:

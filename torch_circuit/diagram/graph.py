@@ -15,10 +15,11 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from ..block import Scope
-from ..nodes import BlockNode, Enter, Exit, Frame, ReadNode, SaveNode, Visit, walk
+from ..nodes import BlockNode, Enter, Exit, Frame, Input, ReadNode, SaveNode, Visit
+from ..scope import Scope
 from ..shapes import Shape, ShapeTrace, trace_shapes
 from .describe import OP_SYMBOLS, count_params, describe_layer, format_shape, layer_family
+from .view import Expand, check_drawable, resolve_expanded, view_walk
 
 __all__ = [
     "Graph",
@@ -52,7 +53,8 @@ class GraphNode:
     `id` is the occurrence path (`"resnet.1.5"` is position 5 in repeat 1 of `resnet`);
     `key` the path of the module that runs there (`get_submodule(key)`), empty for
     input and output; `frames` the frame ids that hold it, outermost first; `in_shape`
-    the tensor shape arriving on the edge into it, when an input shape was given.
+    and `out_shape` the tensor shapes on the edges into and out of it, when an input shape
+    was given (`None` where the value there is not a tensor).
     """
 
     id: str
@@ -63,11 +65,16 @@ class GraphNode:
     key: str
     frames: tuple[str, ...]
     in_shape: Shape | None = None
+    out_shape: Shape | None = None
 
 
 @dataclass(frozen=True)
 class GraphFrame:
-    """A drawn block: folded (`repeat is None`) or one repeat of it."""
+    """A drawn block: folded (`repeat is None`) or one repeat of it.
+
+    `position` is its `StartBlock`'s position in the layer list: the same for the folded
+    frame and every repeat's frame, it names the block declaration a view folds or expands.
+    """
 
     id: str
     label: str
@@ -75,20 +82,28 @@ class GraphFrame:
     depth: int
     block: str
     repeat: int | None
+    position: int = -1
+    num_repeats: int = 1
 
 
 @dataclass(frozen=True)
 class SkipRead:
-    """One `GetInput` reading a skip: the merge node and its `name · op` label."""
+    """One `GetInput` reading a skip: the merge node and its `name · op` label.
+
+    `transform` names the read's transform in one line (`Projection`); `transform_layers`
+    has a line per layer of it with its parameter count, or one line for a long one.
+    """
 
     node: str
     label: str
     transform: str | None
+    transform_layers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class GraphSkip:
-    """A `SaveInput` and every `GetInput` that reads it, in order."""
+    """A `SaveInput` and every `GetInput` that reads it, in order (`transform` as in
+    `SkipRead`, for the save's transform)."""
 
     id: str
     name: str
@@ -96,6 +111,7 @@ class GraphSkip:
     label: str
     transform: str | None
     reads: tuple[SkipRead, ...]
+    transform_layers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,7 @@ class Graph:
     skips: tuple[GraphSkip, ...]
     items: tuple[Item, ...]
     folded: bool
+    expand: Expand = False
 
     def node(self, node_id: str) -> GraphNode:
         """The node whose occurrence path is `node_id`."""
@@ -127,11 +144,19 @@ class Graph:
         """The read drawn at the merge node `node_id`."""
         return self._reads_by_node[node_id]
 
+    def order(self, node_id: str) -> int:
+        """Where the node `node_id` comes in drawing order (0 for the input)."""
+        return self._order[node_id]
+
     # Indexes, built once on first use: every lookup above is constant time.
 
     @functools.cached_property
     def _nodes_by_id(self) -> dict[str, GraphNode]:
         return {node.id: node for node in self.nodes}
+
+    @functools.cached_property
+    def _order(self) -> dict[str, int]:
+        return {node.id: index for index, node in enumerate(self.nodes)}
 
     @functools.cached_property
     def _frames_by_id(self) -> dict[str, GraphFrame]:
@@ -150,29 +175,68 @@ class Graph:
 
 def circuit_graph(
     circuit: Scope,
-    show_repeats: bool = True,
+    show_repeats: bool | None = None,
     input_shape: Sequence[int] | Tensor | None = None,
+    *,
+    expanded: bool | None = None,
+    view: Expand | None = None,
+    trace: ShapeTrace | None = None,
 ) -> Graph:
     """What a diagram of `circuit` shows, before any position is chosen.
 
     Args:
         circuit: a `Circuit`.
         show_repeats: `True` shows each block once (folded, framed `name ×N`); `False`
-            shows every repeat in its own frame.
+            shows every repeat in its own frame. The seed's spelling of `not expanded`.
         input_shape: an input shape (or example tensor) to put tensor shapes on the edges.
+        expanded: `True` shows every repeat, `False` (the default) each block once.
+        view: which blocks to expand, by their `StartBlock` positions (see `view.Expand`);
+            overrides `show_repeats` and `expanded`.
+        trace: shapes already traced (`shapes.trace_shapes`), instead of `input_shape`.
+
+    Raises:
+        ValueError: the view would draw more than `view.MAX_DRAWN` nodes, or `show_repeats`
+            and `expanded` contradict each other.
 
     Examples:
         >>> [n.kind for n in circuit_graph(Circuit(nn.ReLU())).nodes]
         ['input', 'layer', 'output']
     """
-    trace = None if input_shape is None else trace_shapes(circuit, input_shape)
-    builder = _GraphBuilder(show_repeats, trace)
-    return builder.build(circuit)
+    if view is None:
+        view = resolve_expanded(show_repeats, expanded)
+    check_drawable(circuit.nodes, view)
+    if trace is None and input_shape is not None:
+        trace = trace_shapes(circuit, input_shape)
+    return _GraphBuilder(view, trace).build(circuit)
 
 
 def _transform_text(module: nn.Module) -> str | None:
     transform = getattr(module, "transform", None)
     return None if transform is None else describe_layer(transform)
+
+
+MAX_TRANSFORM_LINES = 3
+"""A transform of more layers is drawn as one line: its class, layer count and parameters."""
+
+
+def transform_layers(module: nn.Module) -> tuple[str, ...]:
+    """A marker's transform as drawn: a line per layer with its parameter count
+    (`Conv2d 32→64, k1, s2 · 2,048 params`), or one line when it has more than
+    `MAX_TRANSFORM_LINES` layers; empty without a transform."""
+    transform = getattr(module, "transform", None)
+    if not isinstance(transform, nn.Module):
+        return ()
+    leaves = [m for m in transform.modules() if not any(True for _ in m.children())]
+    if len(leaves) > MAX_TRANSFORM_LINES:
+        total = count_params(transform)
+        return (f"{type(transform).__name__}: {len(leaves)} layers · {total:,} params",)
+    return tuple(_with_params(leaf) for leaf in leaves)
+
+
+def _with_params(module: nn.Module) -> str:
+    params = count_params(module)
+    name = describe_layer(module)
+    return f"{name} · {params:,} params" if params else name
 
 
 @dataclass
@@ -183,18 +247,25 @@ class _OpenSkip:
     save: str
     label: str
     transform: str | None
+    transform_layers: tuple[str, ...]
     reads: list[SkipRead] = field(default_factory=list)
 
     def finish(self) -> GraphSkip:
         reads = tuple(self.reads)
         return GraphSkip(
-            f"skip:{self.save}", self.name, self.save, self.label, self.transform, reads
+            f"skip:{self.save}",
+            self.name,
+            self.save,
+            self.label,
+            self.transform,
+            reads,
+            self.transform_layers,
         )
 
 
 @dataclass
 class _GraphBuilder:
-    folded: bool
+    view: Expand
     trace: ShapeTrace | None
     nodes: list[GraphNode] = field(default_factory=list)
     frames: list[GraphFrame] = field(default_factory=list)
@@ -204,9 +275,11 @@ class _GraphBuilder:
 
     def build(self, circuit: Scope) -> Graph:
         self.shape = None if self.trace is None else self.trace.input
-        self.add(GraphNode("input", "input", ("input",), "io", 0, "", ()))
-        for event in walk(circuit, folded=self.folded):
-            if isinstance(event, Enter):
+        self.add(GraphNode("input", "input", ("input",), "io", 0, "", (), out_shape=self.shape))
+        for event in view_walk(circuit, self.view):
+            if isinstance(event, Input):
+                self.named_input(event)
+            elif isinstance(event, Enter):
                 self.enter(event.frame)
             elif isinstance(event, Exit):
                 self.items.append(("close", event.frame.id))
@@ -215,9 +288,12 @@ class _GraphBuilder:
             else:
                 self.visit(event)
                 self.shape_after(event.path)
+                self.nodes[-1] = replace(self.nodes[-1], out_shape=self.shape)
         self.add(GraphNode("output", "output", ("output",), "io", 0, "", ()))
         skips = tuple(skip.finish() for skip in self.skips.values())
-        return Graph(tuple(self.nodes), tuple(self.frames), skips, tuple(self.items), self.folded)
+        folded = self.view is False
+        items = tuple(self.items)
+        return Graph(tuple(self.nodes), tuple(self.frames), skips, items, folded, self.view)
 
     def add(self, node: GraphNode) -> None:
         node = replace(node, in_shape=self.shape)
@@ -225,8 +301,19 @@ class _GraphBuilder:
         self.items.append(("node", node.id))
 
     def shape_after(self, path: str) -> None:
+        """The value after `path` becomes the flow's: its shape, or none if not a tensor."""
         if self.trace is not None:
-            self.shape = self.trace.outputs.get(path, self.shape)
+            self.shape = self.trace.outputs.get(path)
+
+    def named_input(self, event: Input) -> None:
+        """A named input, for now drawn as a save just after the input (an entry of its own
+        with a lane to its readers is the diagram issue's)."""
+        name = event.node.name
+        self.add(GraphNode(event.path, "save", (name,), "skip", 0, "", (), out_shape=self.shape))
+        label = name
+        if self.trace is not None and event.path in self.trace.saved:
+            label = f"{name} {format_shape(self.trace.saved[event.path])}"
+        self.skips[event.path] = _OpenSkip(name, event.path, f"input {label}", None, ())
 
     def enter(self, frame: Frame) -> None:
         self.frames.append(
@@ -237,6 +324,8 @@ class _GraphBuilder:
                 depth=frame.depth,
                 block=frame.node.name,
                 repeat=frame.repeat,
+                position=frame.node.position,
+                num_repeats=frame.node.num_repeats,
             )
         )
         self.items.append(("open", frame.id))
@@ -251,11 +340,13 @@ class _GraphBuilder:
             if self.trace is not None and visit.path in self.trace.saved:
                 label = f"{node.name} {format_shape(self.trace.saved[visit.path])}"
             transform = _transform_text(module)
-            self.skips[visit.path] = _OpenSkip(node.name, visit.path, label, transform)
+            layers = transform_layers(module)
+            self.skips[visit.path] = _OpenSkip(node.name, visit.path, label, transform, layers)
         elif isinstance(node, ReadNode):
             symbol = OP_SYMBOLS.get(node.op, "f")
             self.add(GraphNode(visit.path, "merge", (symbol,), "skip", params, visit.key, frames))
-            read = SkipRead(visit.path, f"{node.name} · {node.op}", _transform_text(module))
+            label = f"{node.name} · {node.op}"
+            read = SkipRead(visit.path, label, _transform_text(module), transform_layers(module))
             for source in visit.sources:
                 self.skips[source].reads.append(read)
         else:

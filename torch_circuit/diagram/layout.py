@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from ..block import Scope
+from ..scope import Scope
+from ..shapes import ShapeTrace
 from . import columns as columns_
 from .describe import format_shape, text_width
 from .geometry import (
@@ -24,6 +25,7 @@ from .geometry import (
     BOX_PAD_X,
     BOX_PAD_Y,
     COLUMN_GUTTER,
+    CROSS_STEP,
     FRAME_FOOTER,
     FRAME_HEADER,
     FRAME_PAD,
@@ -45,50 +47,83 @@ from .geometry import (
     TRANSFORM_ROW,
     WRAP_Y,
     Box,
+    Direction,
     Edge,
     Frame,
     Label,
     Layout,
     Point,
     TextFit,
+    frame_nesting,
+    mark_height,
+    mark_lines,
     mark_width,
     outline_bottom,
     outline_top,
 )
-from .graph import GLYPHS, Graph, GraphNode, Item, circuit_graph
-from .lanes import SkipRouter, lane_levels
+from .graph import GLYPHS, Graph, GraphNode, GraphSkip, Item, circuit_graph
+from .lanes import SkipRoute, SkipRouter, label_raise, lane_levels
+from .rows import layout_rows
+from .view import Expand
 
-__all__ = ["layout_circuit", "layout_graph"]
+__all__ = ["check_direction", "layout_circuit", "layout_graph"]
 
 
 def layout_circuit(
     circuit: Scope,
     *,
-    show_repeats: bool = True,
+    show_repeats: bool | None = None,
+    expanded: bool | None = None,
     input_shape: Sequence[int] | Tensor | None = None,
     max_column_height: float | None = None,
+    view: Expand | None = None,
+    trace: ShapeTrace | None = None,
+    direction: Direction = "down",
 ) -> Layout:
     """Place every box, frame, lane and edge of `circuit`'s diagram.
 
     Args:
         circuit: a `Circuit`.
         show_repeats: `True` folds each block into one framed copy; `False` draws every
-            repeat.
+            repeat (the seed's spelling of `not expanded`).
+        expanded: `True` draws every repeat of every block; `False` (the default) each block
+            once.
         input_shape: an input shape (or example tensor) to label every edge with its shape.
         max_column_height: wrap into columns no taller than this (inches) where the flow
-            allows; by default chosen so that the diagram is about as wide as it is tall.
+            allows (with `direction="right"`: rows no wider); by default chosen so that the
+            diagram is about as wide as it is tall.
+        view: which blocks to expand, by `StartBlock` position (see `view.Expand`).
+        trace: shapes already traced, instead of `input_shape`.
+        direction: `"down"` (columns, wrapping to the right) or `"right"` (rows, left to
+            right, wrapping downwards; see `rows.py`).
 
     Examples:
-        >>> layout = layout_circuit(model, show_repeats=False)
+        >>> layout = layout_circuit(model, expanded=True)
         >>> layout.width, layout.height  # inches, the figure's natural size
     """
-    graph = circuit_graph(circuit, show_repeats, input_shape)
-    return layout_graph(graph, max_column_height=max_column_height)
+    graph = circuit_graph(
+        circuit, show_repeats, input_shape, expanded=expanded, view=view, trace=trace
+    )
+    return layout_graph(graph, max_column_height=max_column_height, direction=direction)
 
 
-def layout_graph(graph: Graph, *, max_column_height: float | None = None) -> Layout:
+def layout_graph(
+    graph: Graph, *, max_column_height: float | None = None, direction: Direction = "down"
+) -> Layout:
     """Place `graph` (see `layout_circuit`)."""
+    check_direction(direction)
+    if direction == "right":
+        return layout_rows(graph, max_column_height)
     return _Placer(graph).place(max_column_height)
+
+
+def check_direction(direction: object) -> None:
+    """Refuse a `direction` other than `"down"` and `"right"`."""
+    if direction not in ("down", "right"):
+        raise ValueError(
+            f"direction must be 'down' (columns, the default) or 'right' (rows, left to "
+            f"right), got {direction!r}."
+        )
 
 
 @dataclass
@@ -98,6 +133,15 @@ class _Column:
     x: float = 0.0
     width: float = 0.0
     bottom: float = 0.0
+    lanes: dict[str, float] = field(default_factory=dict)  # skip id -> lane x
+    levels: dict[str, int] = field(default_factory=dict)  # skip id -> lane level
+    leaving: list[str] = field(default_factory=list)  # skips crossing into the next column
+
+    @property
+    def foot(self) -> float:
+        """The lowest point anything of the column reaches: the flow and the skips that wrap
+        into the next column run below its last row."""
+        return self.bottom + GAP / 2 + LANE_GAP * len(self.leaving)
 
 
 def box_width(graph: Graph) -> float:
@@ -112,9 +156,9 @@ def box_width(graph: Graph) -> float:
         for text in [skip.label, *(r.label for r in skip.reads)]:
             room = text_width(text, SMALL_FONT) + LABEL_INSET + LABEL_CLEARANCE
             need = max(need, 2 * (MERGE_R + room - LANE_MARGIN))
-        for transform in [skip.transform, *(r.transform for r in skip.reads)]:
-            if transform:
-                room = mark_width(transform) + 2 * MARK_CLEARANCE
+        for lines in [skip.transform_layers, *(r.transform_layers for r in skip.reads)]:
+            if lines:  # past the widest box, a layer's parameter count takes a line of its own
+                room = mark_width(lines) + 2 * MARK_CLEARANCE
                 need = max(need, 2 * (MERGE_R + room - LANE_MARGIN))
     for frame in graph.frames:
         need = max(need, 2 * (text_width(frame.label, SMALL_FONT) + 0.1))
@@ -127,7 +171,7 @@ class _Placer:
         self.box_w = box_width(graph)
         self.text = TextFit(self.box_w)
         self.router = SkipRouter(self.text)
-        self.wrapped = False
+        self.top = BOTTOM / 2
 
     # -- sizes --
 
@@ -138,55 +182,77 @@ class _Placer:
 
     def node_height(self, node: GraphNode) -> float:
         if node.kind in GLYPHS:
-            return TRANSFORM_ROW if self.transform_of(node) else GLYPH
+            lines = mark_lines(self.text, self.transform_of(node))
+            if not lines:
+                return GLYPH
+            # The mark centred on the row's line, the skip label above it, as much below.
+            return max(TRANSFORM_ROW, 2 * (label_raise(lines) + 0.07), mark_height(lines) + 0.1)
         return len(node.lines) * LINE_H + 2 * BOX_PAD_Y
 
     def node_width(self, node: GraphNode) -> float:
         return GLYPH if node.kind in GLYPHS else self.box_w
 
-    def transform_of(self, node: GraphNode) -> str | None:
+    def transform_of(self, node: GraphNode) -> tuple[str, ...]:
         if node.kind == "save":
-            return self.graph.skip_of(node.id).transform
+            return self.graph.skip_of(node.id).transform_layers
         if node.kind == "merge":
-            return self.graph.read_of(node.id).transform
-        return None
+            return self.graph.read_of(node.id).transform_layers
+        return ()
 
     # -- columns --
 
     def columns(self, max_height: float | None) -> list[_Column]:
-        chunks = columns_.chunks(self.graph)
+        chunks, live = columns_.chunks(self.graph)
         heights = [columns_.chunk_height(c, self.graph, self.node_height) for c in chunks]
         column_width = self.box_w + 1.4  # with frames, lanes and the gutter
-        groups = columns_.pack(heights, max_height, column_width)
+        groups = columns_.pack(heights, max_height, column_width, live)
         columns = [_Column(index=index) for index in range(max(groups, default=0) + 1)]
         for chunk, group in zip(chunks, groups, strict=True):
             columns[group].items.extend(chunk)
         return columns
+
+    def skip_columns(self, columns: list[_Column]) -> dict[str, tuple[int, int]]:
+        """The first and last column of every skip with a reader."""
+        where = {
+            item_id: column.index
+            for column in columns
+            for kind, item_id in column.items
+            if kind == "node"
+        }
+        return {
+            skip.id: (where[skip.save], max(where[r.node] for r in skip.reads))
+            for skip in self.graph.skips
+            if skip.reads
+        }
 
     # -- placing --
 
     def place(self, max_column_height: float | None) -> Layout:
         boxes: list[Box] = []
         frames: list[Frame] = []
-        edges: list[Edge] = []
         labels: list[Label] = []
         columns = self.columns(max_column_height)
-        self.wrapped = len(columns) > 1
+        spans = self.skip_columns(columns)
+        for skip_id, (first, last) in spans.items():
+            for index in range(first, last):
+                columns[index].leaving.append(skip_id)
+        crossing = max((len(column.leaving) for column in columns), default=0)
+        if len(columns) > 1:  # room at the top for the edges wrapping in
+            self.top = max(TOP, WRAP_Y + (crossing + 1) * CROSS_STEP + 0.1)
         x = 0.0
         for column in columns:
             column.x = x
-            placed = self.place_column(column)
+            placed = self.place_column(column, spans)
             boxes += placed[0]
             frames += placed[1]
-            edges += placed[2]
-            labels += placed[3]
-            x += column.width + COLUMN_GUTTER
+            labels += placed[2]
+            x += column.width + COLUMN_GUTTER + LANE_GAP * len(column.leaving)
+        by_id = {box.id: box for box in boxes}
+        edges = self.skip_edges(by_id, columns, spans)
         edges += self.flow_edges(boxes, columns)
-        width = x - COLUMN_GUTTER
-        height = max(column.bottom for column in columns) + BOTTOM
         return Layout(
-            width=width,
-            height=height,
+            width=x - COLUMN_GUTTER,
+            height=max(column.foot for column in columns) + BOTTOM,
             boxes=tuple(boxes),
             frames=tuple(frames),
             edges=tuple(edges),
@@ -196,8 +262,8 @@ class _Placer:
         )
 
     def place_column(
-        self, column: _Column
-    ) -> tuple[list[Box], list[Frame], list[Edge], list[Label]]:
+        self, column: _Column, skip_spans: dict[str, tuple[int, int]]
+    ) -> tuple[list[Box], list[Frame], list[Label]]:
         graph = self.graph
         frame_ids = [item_id for kind, item_id in column.items if kind == "open"]
         max_depth = max((graph.frame(f).depth for f in frame_ids), default=0)
@@ -205,13 +271,13 @@ class _Placer:
         right = left + self.box_w
         boxes, spans = self.stack(column, left + self.box_w / 2)
         by_id = {box.id: box for box in boxes}
-        skips = [s for s in graph.skips if s.save in by_id]
-        level = lane_levels(graph, skips, by_id, spans)
+        lanes = self.lane_spans(column, by_id, skip_spans)
+        level = lane_levels(graph, lanes, spans)
 
         def lane_x(lane: int) -> float:
             return right + LANE_MARGIN + lane * LANE_GAP
 
-        nesting = self.nesting(frame_ids)
+        nesting = frame_nesting(self.graph, frame_ids)
         frames = []
         for fid in frame_ids:
             info = graph.frame(fid)
@@ -232,14 +298,63 @@ class _Placer:
                 )
             )
         labels = [self.frame_label(frame) for frame in frames]
-        edges = [self.router.edge(s, by_id, lane_x(level[s.id]), level[s.id]) for s in skips]
+        for skip, _ in lanes:
+            column.levels[skip.id] = level[skip.id]
+            column.lanes[skip.id] = lane_x(level[skip.id])
         widest = max([right, *(lane_x(lane) for lane in level.values())])
         column.width = widest + RIGHT_PAD - column.x
-        return boxes, frames, edges, labels
+        return boxes, frames, labels
+
+    def lane_spans(
+        self, column: _Column, boxes: dict[str, Box], skip_spans: dict[str, tuple[int, int]]
+    ) -> list[tuple[GraphSkip, tuple[float, float]]]:
+        """Each skip that runs in this column, with the top and bottom of its lane there."""
+        result = []
+        for skip in self.graph.skips:
+            first, last = skip_spans.get(skip.id, (-1, -1))
+            if skip.reads and not first <= column.index <= last:
+                continue
+            if not skip.reads and skip.save not in boxes:
+                continue
+            nodes = [skip.save, *(r.node for r in skip.reads)]
+            ys = [boxes[n].cy for n in nodes if n in boxes]
+            if first < column.index:
+                ys.append(0.0)  # crossing in at the top
+            if column.index < last:
+                ys.append(column.bottom + GAP)  # crossing out at the foot
+            result.append((skip, (min(ys), max(ys))))
+        return result
+
+    def skip_edges(
+        self,
+        boxes: dict[str, Box],
+        columns: list[_Column],
+        spans: dict[str, tuple[int, int]],
+    ) -> list[Edge]:
+        """Every skip's edge; one that wraps crosses each gutter below and right of the flow,
+        the outer skips (higher lane levels) nearest to it, so that wrapped skips nest."""
+        turns: dict[str, dict[int, tuple[float, float, float]]] = {}
+        for column in columns[:-1]:
+            flow_gutter = column.x + column.width + COLUMN_GUTTER / 2
+            outermost_first = sorted(column.leaving, key=lambda s: -column.levels[s])
+            for rank, skip_id in enumerate(outermost_first, start=1):
+                foot = column.bottom + GAP / 2 + rank * LANE_GAP
+                gutter = flow_gutter + rank * LANE_GAP
+                top = WRAP_Y + rank * CROSS_STEP
+                turns.setdefault(skip_id, {})[column.index] = (foot, gutter, top)
+        edges = []
+        for skip in self.graph.skips:
+            if skip.save not in boxes:
+                continue
+            first, last = spans.get(skip.id, (boxes[skip.save].column,) * 2)
+            lanes = {c: columns[c].lanes[skip.id] for c in range(first, last + 1)}
+            route = SkipRoute(lanes, turns.get(skip.id, {}), columns[first].levels[skip.id])
+            edges.append(self.router.edge(skip, boxes, route))
+        return edges
 
     def stack(self, column: _Column, cx: float) -> tuple[list[Box], dict[str, tuple[float, float]]]:
         """Place the column's nodes top to bottom; also return each frame's top and bottom."""
-        y = TOP if self.wrapped else BOTTOM / 2  # room at the top for edges wrapping in
+        y = self.top
         boxes: list[Box] = []
         spans: dict[str, tuple[float, float]] = {}
         for kind, item_id in column.items:
@@ -261,16 +376,6 @@ class _Placer:
                 spans[item_id] = (spans[item_id][0], y)
         column.bottom = y
         return boxes, spans
-
-    def nesting(self, frame_ids: list[str]) -> dict[str, int]:
-        """How many levels of frames each frame holds inside it (0 for the innermost)."""
-        nesting = dict.fromkeys(frame_ids, 0)
-        for fid in frame_ids:
-            parent, height = self.graph.frame(fid).parent, 1
-            while parent is not None and parent in nesting:
-                nesting[parent] = max(nesting[parent], height)
-                parent, height = self.graph.frame(parent).parent, height + 1
-        return nesting
 
     def frame_label(self, frame: Frame) -> Label:
         name = len(self.graph.frame(frame.id).block)

@@ -1,97 +1,34 @@
-"""Draw a `Circuit`'s layout with matplotlib, and write it as PDF, PNG or SVG.
+"""Draw a `Circuit`'s layout with matplotlib.
 
 The layout (`layout.py`) decides every position; this module only draws it. matplotlib is
 imported inside the functions, so `import torch_circuit` does not pay for it. Figures are
-created with `matplotlib.figure.Figure` (never `pyplot`): nothing pops up, nothing is
-registered globally, and the returned figure still displays inline in a notebook.
+`CircuitFigure`s, created without `pyplot` unless the caller asks for a figure that pyplot
+manages (to show it in a window): nothing is registered globally otherwise, and the figure
+displays inline in a notebook, as the interactive page where it knows its circuit.
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import io
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from torch import Tensor
-
-from ..block import Scope
 from .describe import COLOR_KEYS, DEFAULT_COLORS
-from .files import FORMATS, check_save_path, write_atomically
 from .geometry import BOX_FONT, DOT_R, MERGE_R, SMALL_FONT, Box, Edge, Layout
-from .layout import layout_circuit
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["PNG_DPI", "draw_layout", "notebook_svg", "resolve_colors", "visualize"]
+__all__ = ["PNG_DPI", "check_figsize", "draw_layout", "resolve_colors"]
 
 EDGE_COLOR = "#4a4a4a"
 TEXT_COLOR = "#1a1a1a"
 MUTED_COLOR = "#5a5a5a"
 PNG_DPI = 150
 IO_KINDS = ("input", "output")
-
-
-def visualize(
-    circuit: Scope,
-    save_path: str | os.PathLike[str] | None = None,
-    *,
-    show_repeats: bool = True,
-    figsize: tuple[float, float] | None = None,
-    color_map: Mapping[str, str] | None = None,
-    input_shape: Sequence[int] | Tensor | None = None,
-    max_column_height: float | None = None,
-    dpi: float = PNG_DPI,
-) -> Figure:
-    """Draw the circuit as a diagram and return the matplotlib `Figure`.
-
-    `model.visualize(...)` is this function, with the model as `circuit`.
-
-    Args:
-        circuit: the `Circuit` to draw.
-        save_path: where to write the diagram; `.pdf`, `.png` or `.svg` picks the
-            format. The file is written whole or not at all.
-        show_repeats: `True` draws each block once in a frame labelled `name ×N`;
-            `False` draws every repeat in a frame labelled with its repeat.
-        figsize: the figure size in inches; by default the content's natural size, so
-            text keeps its size however large the model.
-        color_map: colours overriding `DEFAULT_COLORS`, keyed by layer family
-            (`conv`, `linear`, `norm`, `activation`, `pooling`, `attention`,
-            `dropout`, `other`), `skip` or `io`.
-        input_shape: an input shape including the batch dimension (or an example tensor):
-            every edge is labelled with its tensor shape, computed on the `meta` device.
-        max_column_height: wrap a long diagram into columns no taller than this (inches).
-        dpi: the resolution of raster images, in dots per inch: a PNG file, and the image
-            a notebook shows for the returned figure.
-
-    Examples:
-        >>> fig = model.visualize("architecture.pdf", input_shape=(1, 3, 32, 32))
-    """
-    colors = resolve_colors(color_map)
-    path = check_save_path(save_path)
-    check_figsize(figsize)
-    layout = layout_circuit(
-        circuit,
-        show_repeats=show_repeats,
-        input_shape=input_shape,
-        max_column_height=max_column_height,
-    )
-    figure = draw_layout(layout, figsize=figsize, colors=colors, dpi=dpi)
-    if path is not None:
-        fmt = FORMATS[path.suffix.lower()]
-        write_atomically(path, lambda stream: figure.savefig(stream, format=fmt, dpi=dpi))
-    return figure
-
-
-def notebook_svg(circuit: Scope) -> str:
-    """The folded diagram of `circuit` as SVG text, for `Circuit._repr_svg_` in Jupyter."""
-    figure = draw_layout(layout_circuit(circuit), figsize=None, colors=resolve_colors(None))
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg")
-    return buffer.getvalue()
 
 
 # --- Checking the arguments before any work ---
@@ -126,6 +63,7 @@ def resolve_colors(color_map: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def check_figsize(figsize: tuple[float, float] | None) -> None:
+    """Refuse a `figsize` that is not two positive numbers."""
     if figsize is None:
         return
     valid = (
@@ -149,16 +87,25 @@ def draw_layout(
     figsize: tuple[float, float] | None = None,
     colors: Mapping[str, str] | None = None,
     dpi: float = PNG_DPI,
+    managed: bool = False,
 ) -> Figure:
     """A new `Figure` showing `layout`; text is scaled with `figsize` when one is given.
 
     `dpi` is the figure's own resolution: that of the image a notebook shows for it.
+    `managed=True` creates it through `pyplot`, so that `plt.show()` and `figure.show()`
+    show it in a window like any pyplot figure.
     """
     palette = dict(DEFAULT_COLORS if colors is None else colors)
     width, height = max(layout.width, 0.5), max(layout.height, 0.5)
     size = (width, height) if figsize is None else (float(figsize[0]), float(figsize[1]))
     scale = min(size[0] / width, size[1] / height)
-    figure: Figure = _figure_class()(figsize=size, dpi=dpi)
+    figure: Figure
+    if managed:
+        import matplotlib.pyplot as plt
+
+        figure = plt.figure(figsize=size, dpi=dpi, FigureClass=_figure_class())
+    else:
+        figure = _figure_class()(figsize=size, dpi=dpi)
     axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
     # Centre the content; keep inches square when figsize changes the aspect.
     span_x, span_y = size[0] / scale, size[1] / scale
@@ -178,13 +125,31 @@ def _figure_class() -> type[Figure]:
     from matplotlib.figure import Figure
 
     class CircuitFigure(Figure):
-        """A circuit diagram; displays inline in Jupyter as PNG even if pyplot was never set
-        up (where the inline backend is active, its own formatter is used instead)."""
+        """A circuit diagram; displays inline in Jupyter as the interactive page where it was
+        given one (`visualize` does), else as PNG, even if pyplot was never set up."""
+
+        page: Callable[[], str] | None = None
+        """Makes the interactive page of the diagram (`html.circuit_html`), for notebooks."""
 
         def _repr_png_(self) -> bytes:
             buffer = io.BytesIO()
             self.savefig(buffer, format="png", dpi="figure")
             return buffer.getvalue()
+
+        def _repr_html_(self) -> str | None:
+            if self.page is None:
+                return None
+            height = min(720, max(320, int(self.get_size_inches()[1] * 96) + 60))
+            return (
+                f'<iframe srcdoc="{html.escape(self.page(), quote=True)}" '
+                'sandbox="allow-scripts" title="circuit diagram" '
+                f'style="width: 100%; height: {height}px; border: 1px solid #ddd"></iframe>'
+            )
+
+        def __getstate__(self) -> dict[str, Any]:
+            state: dict[str, Any] = dict(super().__getstate__())  # type: ignore[call-overload]
+            state.pop("page", None)  # holds the circuit: a pickled figure is only a picture
+            return state
 
     CircuitFigure.__module__ = __name__
     CircuitFigure.__qualname__ = "CircuitFigure"  # picklable, found via __getattr__ below

@@ -3,7 +3,7 @@
 Both are written from the same graph as the drawn diagram (`graph.circuit_graph`) and need
 no package: paste the DOT into any Graphviz viewer, or the Mermaid into a GitHub page or a
 notebook's Markdown cell. Blocks become clusters (DOT) or subgraphs (Mermaid) labelled
-`name ×N`, or one per repeat when `show_repeats=False`; each skip is an edge from its
+`name ×N`, or one per repeat when `expanded=True`; each skip is an edge from its
 `SaveInput` to each `GetInput` that reads it, labelled `name · op`.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from ..block import Scope
+from ..scope import Scope
 from .describe import DEFAULT_COLORS, FAMILIES, format_shape
 from .graph import Graph, GraphNode, circuit_graph
 
@@ -22,8 +22,9 @@ __all__ = ["to_dot", "to_mermaid"]
 
 def to_dot(
     circuit: Scope,
-    show_repeats: bool = True,
+    show_repeats: bool | None = None,
     *,
+    expanded: bool | None = None,
     input_shape: Sequence[int] | Tensor | None = None,
 ) -> str:
     """The diagram of `circuit` as Graphviz DOT source.
@@ -31,13 +32,14 @@ def to_dot(
     Args:
         circuit: a `Circuit`.
         show_repeats: `True` draws each block once, as a cluster labelled `name ×N`;
-            `False` draws every repeat as its own cluster.
+            `False` draws every repeat as its own cluster (the seed's spelling).
+        expanded: `True` draws every repeat, `False` (the default) each block once.
         input_shape: an input shape (or example tensor) to label the edges with shapes.
 
     Examples:
         >>> print(to_dot(model))  # then: dot -Tsvg circuit.dot, or any online viewer
     """
-    graph = circuit_graph(circuit, show_repeats, input_shape)
+    graph = circuit_graph(circuit, show_repeats, input_shape, expanded=expanded)
     ids = _node_ids(graph)
     skip = DEFAULT_COLORS["skip"]
     lines = [
@@ -82,24 +84,25 @@ def to_dot(
 
 def to_mermaid(
     circuit: Scope,
-    show_repeats: bool = True,
+    show_repeats: bool | None = None,
     *,
+    expanded: bool | None = None,
     input_shape: Sequence[int] | Tensor | None = None,
 ) -> str:
-    """The diagram of `circuit` as a Mermaid flowchart.
-
-    It renders on GitHub and in notebooks inside a Markdown code block tagged `mermaid`.
+    """The diagram of `circuit` as a Mermaid flowchart (renders on GitHub in a
+    Markdown code block tagged `mermaid`).
 
     Args:
         circuit: a `Circuit`.
         show_repeats: `True` draws each block once, as a subgraph labelled `name ×N`;
-            `False` draws every repeat as its own subgraph.
+            `False` draws every repeat as its own subgraph (the seed's spelling).
+        expanded: `True` draws every repeat, `False` (the default) each block once.
         input_shape: an input shape (or example tensor) to label the edges with shapes.
 
     Examples:
         >>> print(to_mermaid(model))
     """
-    graph = circuit_graph(circuit, show_repeats, input_shape)
+    graph = circuit_graph(circuit, show_repeats, input_shape, expanded=expanded)
     ids = _node_ids(graph)
     clusters = {frame.id: index for index, frame in enumerate(graph.frames)}
     lines = ["flowchart TB"]

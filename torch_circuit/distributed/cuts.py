@@ -13,11 +13,12 @@ from typing import Any
 
 from torch import nn
 
-from ..block import Block, Scope
+from ..block import Block
 from ..circuit import Circuit
 from ..markers import SaveInput
 from ..nodes import BlockNode
 from ..program import ReadSkip, RunBlock, SaveSkip, Step
+from ..scope import Scope
 
 __all__ = [
     "BlockInfo",
@@ -82,7 +83,7 @@ class BlockInfo:
 
 def _slots_read(step: Step) -> tuple[int, ...]:
     if isinstance(step, ReadSkip):
-        return (step.slot,)
+        return step.slots
     if isinstance(step, RunBlock):
         return step.slots
     return ()

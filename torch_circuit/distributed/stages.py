@@ -129,7 +129,7 @@ def _collect_block(block: nn.Module, info: BlockInfo, start: Path, end: Path | N
         else:
             children[str(index)] = repeat
             runs.append((index, str(index)))
-    return Block(info.node, children, runs)
+    return Block(info.node, children, runs, block.exchange, block.captured, block.port)
 
 
 @dataclass(frozen=True)

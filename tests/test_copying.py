@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
-from torch_circuit.block import structural_copy
+from torch_circuit.copying import structural_copy
 
 
 class Tied(nn.Module):

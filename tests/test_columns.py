@@ -1,0 +1,63 @@
+"""Where a long diagram wraps: cuts between top-level items (skips live across them or not),
+packed into columns no taller than the width allows, ending early at a quieter cut."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit.diagram.columns import balanced_height, chunks, pack
+from torch_circuit.diagram.geometry import COLUMN_GUTTER, MAX_ASPECT, MIN_WRAP_HEIGHT
+from torch_circuit.diagram.graph import circuit_graph
+
+
+def long_skip() -> Circuit:
+    return Circuit(
+        nn.ReLU(),
+        SaveInput("a"),
+        nn.ReLU(),
+        StartBlock("b", num_repeats=2),
+        nn.ReLU(),
+        nn.ReLU(),
+        EndBlock("b"),
+        GetInput("a"),
+        nn.ReLU(),
+    )
+
+
+def test_cuts_fall_between_top_level_items_even_where_a_skip_is_live() -> None:
+    graph = circuit_graph(long_skip(), expanded=True)
+    parts, live = chunks(graph)
+    assert [[item for item in part] for part in parts][:3] == [
+        [("node", "input")],
+        [("node", "0")],
+        [("node", "1")],
+    ]
+    frames = [part for part in parts if part[0][0] == "open"]
+    assert [part[0][1] for part in frames] == ["b.0", "b.1"]  # each repeat whole, never split
+    assert all(part[-1] == ("close", part[0][1]) for part in frames)
+    # The skip 'a' is live from its save (node 1) to its read (node 7).
+    assert live == [0, 0, 1, 1, 1, 1, 0, 0]
+    assert len(live) == len(parts) - 1
+
+
+def test_a_column_ends_early_at_a_cut_with_fewer_live_skips() -> None:
+    heights = [1.0] * 10
+    assert pack(heights, 4.0, 3.0) == [0] * 4 + [1] * 4 + [2] * 2
+    live = [1, 1, 0, 1, 1, 1, 1, 1, 1]  # the cut after chunk 2 is quiet: end the column there
+    assert pack(heights, 4.0, 3.0, live)[:5] == [0, 0, 0, 1, 1]
+    far = [1, 0, 1, 1, 1, 1, 1, 1, 1]  # a quiet cut half a column back is not worth it
+    assert pack(heights, 4.0, 3.0, far)[:5] == [0, 0, 0, 0, 1]
+
+
+@pytest.mark.parametrize("width", [2.5, 3.1, 4.0])
+def test_one_column_only_while_it_is_not_too_tall_for_its_width(width: float) -> None:
+    heights = [0.6] * 20  # 12 inches in all
+    limit = balanced_height(heights, width)
+    columns = max(pack(heights, None, width)) + 1
+    if sum(heights) <= min(MIN_WRAP_HEIGHT, MAX_ASPECT * (width - COLUMN_GUTTER)):
+        assert columns == 1
+    else:
+        assert columns > 1
+        assert limit <= MAX_ASPECT * (columns * width - COLUMN_GUTTER)
