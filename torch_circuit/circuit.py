@@ -106,6 +106,12 @@ class Circuit(Scope):
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         """The values of the named inputs that are read, bound like a function's parameters."""
         inputs = self._inputs
+        if type(args) is not tuple or type(kwargs) is not dict:  # torch.fx's proxies
+            raise TypeError(
+                "torch.fx.symbolic_trace cannot trace a Circuit with named inputs: forward "
+                "binds them from *args and **kwargs, which fx passes as opaque proxies. Use "
+                "torch.export.export(model, (x,), {'mask': mask}), which traces them."
+            )
         if len(args) > len(inputs):
             raise TypeError(
                 f"{self._signature()} takes {len(inputs)} named input"

@@ -153,7 +153,7 @@ def _levels(info: ScopeInfo, path: Path) -> list[_Level]:
     captured_from: tuple[int, ...] = ()
     for depth in range(0, len(path), 2):
         live = scope.live_slots(path[depth])
-        inner = scope.num_captures
+        inner = scope.num_captures if depth else 0  # the circuit's own are its named inputs
         carried = tuple(slot for slot in live if slot >= inner)
         captures = tuple((slot, captured_from[slot]) for slot in live if slot < inner)
         levels.append(_Level(scope, carried, captures))
@@ -198,7 +198,8 @@ class CircuitStage(nn.Module):
     Attributes:
         index: this stage's position in the pipeline, from 0.
         num_stages: how many stages the circuit was split into.
-        inputs: the names of the skips `forward` takes after `x`.
+        inputs: the names of the skips `forward` takes after `x` (for the first stage, the
+            circuit's named inputs).
         outputs: the names of the skips `forward` returns after `x`.
     """
 
@@ -221,7 +222,9 @@ class CircuitStage(nn.Module):
         self._end = end
         self._in_levels = _levels(info, start)
         self._out_levels = _levels(info, end) if end is not None else []
-        self.inputs = _names(self._in_levels)
+        # The first stage takes the circuit's named inputs, the others what crosses over.
+        first = tuple(info.slot_names[: info.num_captures])
+        self.inputs = _names(self._in_levels) if start else first
         self.outputs = _names(self._out_levels)
 
     def forward(self, x: Any, *skips: Any) -> Any:
@@ -234,7 +237,10 @@ class CircuitStage(nn.Module):
         x = _contiguous_grad(x)
         skips = tuple(_contiguous_grad(skip) for skip in skips)
         frames_in = iter(_unpack(self._in_levels, skips))
-        frame = next(frames_in) if self._start else [None] * self._info.num_slots
+        if self._start:
+            frame = next(frames_in)
+        else:
+            frame = [*skips, *([None] * (self._info.num_slots - len(skips)))]
         frames_out: list[list[Any]] = []
         x = self._run_scope(
             self._info, self, frame, x, self._start, self._end, frames_in, frames_out
