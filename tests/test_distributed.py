@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -406,28 +407,82 @@ def test_nested_blocks_split_at_any_depth() -> None:
     torch.testing.assert_close(run_stages(stages, x), model(x), rtol=0, atol=0)
 
 
-# --- The example, under torchrun ---
+# --- The example, under torchrun and as a plain script ---
+
+EXAMPLE = str(ROOT / "examples" / "train_distributed.py")
 
 
-def test_example_trains_under_torchrun(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--standalone", str(ROOT / "examples" / "train_distributed.py"),
-        "--steps", "3", "--mode", "all",
-    ]  # fmt: skip
+def run_example(command: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run the example's `command` to its end within 120 s; return its output."""
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )  # fmt: skip
     try:
         output, _ = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, 9)
-        pytest.fail("torchrun examples/train_distributed.py did not finish within 120 s")
+        pytest.fail(f"{' '.join(command[1:])} did not finish within 120 s")
     assert process.returncode == 0, output
+    return output
+
+
+def test_example_trains_under_torchrun(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--standalone", EXAMPLE, "--steps", "3", "--mode", "all",
+    ]  # fmt: skip
+    output = run_example(command, env, tmp_path)
     for mode in ("ddp", "fsdp", "pipeline"):
         assert f"[{mode}] step 3" in output, output
+
+
+def test_example_run_as_a_plain_script_starts_its_processes_and_matches_one(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    command = [sys.executable, EXAMPLE, "--steps", "3", "--mode", "all"]
+    output = run_example(command, env, tmp_path)
+    assert "starting 2 processes" in output, output
+    for mode in ("ddp", "fsdp", "pipeline"):
+        assert f"[{mode}] step 3" in output, output
+        parity = re.search(
+            rf"\[{mode}\] matches one process: largest loss difference (\S+), largest weight "
+            r"difference (\S+) over 3 steps",
+            output,
+        )
+        assert parity is not None, output
+        assert float(parity[1]) <= 1e-4 and float(parity[2]) <= 1e-4, parity[0]
+
+
+def test_the_example_fails_when_training_drifts_from_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import train_distributed as example
+
+    reference = ([1.0, 0.5], {"w": torch.ones(3)})
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+    )
+    try:
+        example.check_parity("ddp", ([1.0, 0.5 + 1e-7], {"w": torch.ones(3)}), reference)
+        matches = (
+            "[ddp] matches one process: largest loss difference 1.0e-07, largest weight "
+            "difference 0.0e+00 over 2 steps"
+        )
+        assert matches in capsys.readouterr().out
+        drifted = ([1.0, 0.5], {"w": torch.tensor([1.0, 1.0, 1.01])})
+        with pytest.raises(SystemExit):
+            example.check_parity("fsdp", drifted, reference)
+        assert re.search(
+            r"\[fsdp\] differs from one process: largest loss difference 0.00e\+00, largest "
+            r"weight difference 1.00e-02",
+            capsys.readouterr().err,
+        )
+    finally:
+        dist.destroy_process_group()
 
 
 def test_a_stage_block_iterates_indexes_and_prints_what_it_holds() -> None:

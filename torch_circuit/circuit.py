@@ -41,8 +41,7 @@ class Circuit(Scope):
         inputs: the named inputs of `forward` after the main tensor: a sequence of names
             (each required, in positional order) or a mapping from name to default.
 
-    Example:
-
+    Examples:
         >>> model = Circuit(
         ...     nn.Conv2d(3, 64, 3, padding=1),
         ...     StartBlock("stage", num_repeats=3),
@@ -196,8 +195,7 @@ class Circuit(Scope):
         anything it cannot describe exactly: a lambda, an unregistered class, a module
         changed after construction, a hook.
 
-        Example:
-
+        Examples:
             >>> config = model.to_config()
             >>> config["layers"][0]
             {'Conv2d': {'in_channels': 3, 'out_channels': 64, 'kernel_size': 3, 'padding': 1}}
@@ -214,8 +212,7 @@ class Circuit(Scope):
         Raises `TypeError`/`ValueError` that begin with the place in the document
         (`layers[14]`, `layers[3].Conv2d.padding`) and say what is wrong and the fix.
 
-        Example:
-
+        Examples:
             >>> twin = Circuit.from_config(model.to_config())
         """
         model = build_circuit(config, cls)

@@ -266,16 +266,15 @@ Event = Input | Visit | Enter | Exit
 def walk(circuit: Structured, *, folded: bool = False) -> Iterator[Event]:
     """Every node of `circuit` in forward order, with blocks' frames entered and left.
 
+    The walk keeps its own stack rather than recursing, so nesting depth is not limited by
+    Python's recursion limit.
+
     Args:
         circuit: a `Circuit` (anything with `nodes` and `get_submodule`).
         folded: `True` enters each block once (`Frame.repeat is None`, paths of repeat
             0); `False` enters every repeat of every block.
 
-    The walk keeps its own stack rather than recursing, so nesting depth is not limited by
-    Python's recursion limit.
-
-    Example:
-
+    Examples:
         >>> [e.path for e in walk(model) if isinstance(e, Visit)][:3]
         ['0', '1', '2']
     """

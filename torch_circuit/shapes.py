@@ -88,7 +88,7 @@ def trace_shapes(
         ShapeError: naming the layer (position, class, block and repeat) whose input does not
             fit, with the shape it received.
 
-    Example:
+    Examples:
         >>> trace_shapes(model, (1, 3, 32, 32)).output
         (1, 10)
     """

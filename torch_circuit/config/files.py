@@ -54,7 +54,7 @@ def save(model: Circuit, path: PathLike) -> Path:
     Raises:
         ValueError: the model cannot be described (see `Circuit.to_config`).
 
-    Example:
+    Examples:
         >>> torch_circuit.save(model, "checkpoints/resnet")
         >>> twin = torch_circuit.load("checkpoints/resnet")
     """
@@ -100,7 +100,7 @@ def load(path: PathLike, *, device: str | torch.device | None = None) -> Circuit
         TypeError, ValueError: the config is malformed, or the weights do not fit it (a key
             missing or extra, a shape or dtype that differs), named in the message.
 
-    Example:
+    Examples:
         >>> model = torch_circuit.load("checkpoints/resnet").eval()
     """
     folder = Path(path)
@@ -158,7 +158,7 @@ def read_config(path: PathLike) -> dict[str, Any]:
         FileNotFoundError: no such file.
         ValueError: the file is not valid JSON/YAML, or has an unknown suffix.
 
-    Example:
+    Examples:
         >>> model = Circuit.from_config(torch_circuit.read_config("examples/configs/unet.yaml"))
     """
     file = Path(path)
@@ -197,7 +197,7 @@ def write_config(config: Circuit | Mapping[str, Any], path: PathLike) -> Path:
 
     The layout is for reading and editing by hand: one layer per line.
 
-    Example:
+    Examples:
         >>> torch_circuit.write_config(model, "model.yaml")
     """
     document = config.to_config() if isinstance(config, Circuit) else config

@@ -89,8 +89,7 @@ def visualize(
             message gives its size and that of the folded view); each before any work,
             leaving no file.
 
-    Example:
-
+    Examples:
         >>> fig = model.visualize("architecture.pdf", input_shape=(1, 3, 32, 32))
         >>> model.visualize("architecture.html")  # open it in a browser
     """

@@ -198,8 +198,7 @@ def circuit_graph(
         ValueError: the view would draw more than `view.MAX_DRAWN` nodes, or `show_repeats`
             and `expanded` contradict each other.
 
-    Example:
-
+    Examples:
         >>> [n.kind for n in circuit_graph(Circuit(nn.ReLU())).nodes]
         ['input', 'layer', 'output']
     """

@@ -97,8 +97,7 @@ def layout_circuit(
         direction: `"down"` (columns, wrapping to the right) or `"right"` (rows, left to
             right, wrapping downwards; see `rows.py`).
 
-    Example:
-
+    Examples:
         >>> layout = layout_circuit(model, expanded=True)
         >>> layout.width, layout.height  # inches, the figure's natural size
     """

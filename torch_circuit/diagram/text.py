@@ -36,8 +36,7 @@ def to_dot(
         expanded: `True` draws every repeat, `False` (the default) each block once.
         input_shape: an input shape (or example tensor) to label the edges with shapes.
 
-    Example:
-
+    Examples:
         >>> print(to_dot(model))  # then: dot -Tsvg circuit.dot, or any online viewer
     """
     graph = circuit_graph(circuit, show_repeats, input_shape, expanded=expanded)
@@ -100,8 +99,7 @@ def to_mermaid(
         expanded: `True` draws every repeat, `False` (the default) each block once.
         input_shape: an input shape (or example tensor) to label the edges with shapes.
 
-    Example:
-
+    Examples:
         >>> print(to_mermaid(model))
     """
     graph = circuit_graph(circuit, show_repeats, input_shape, expanded=expanded)

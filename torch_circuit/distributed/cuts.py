@@ -277,8 +277,7 @@ def split_points(model: Circuit) -> list[str]:
     (not between the repeats of a block with shared weights). `split(model, at=...)` also
     accepts any top-level layer, and any layer inside a repeat that is not checkpointed.
 
-    Example:
-
+    Examples:
         >>> split_points(model)
         ['resnet', 'resnet.1', 'resnet.2', '13']
     """

@@ -46,8 +46,7 @@ def split(
             `"resnet.2"` (a repeat), `"13"` (a top-level layer), `"resnet.1.5"` (a layer
             inside a repeat that is not checkpointed).
 
-    Example:
-
+    Examples:
         >>> first, second = split(model, at=["resnet.2"])
         >>> torch.equal(second(*first(x)), model(x))
         True
@@ -382,8 +381,7 @@ def pipeline_stage(
         group: the process group of the pipeline; by default the world.
         **stage_kwargs: passed to `PipelineStage`.
 
-    Example:
-
+    Examples:
         >>> dist.init_process_group("gloo")
         >>> stage = pipeline_stage(model)
         >>> schedule = ScheduleGPipe(stage, n_microbatches=4, loss_fn=loss_fn)
