@@ -673,3 +673,14 @@ def test_a_layer_failing_at_run_time_names_the_new_marker() -> None:
     assert info.value.__notes__ == [
         "torch_circuit: in GetInput(('a', 'b'), op=lambda) at position 3"
     ]
+
+
+def test_a_pop_in_a_circuit_without_any_push() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "GetInput('x', pop=True) at position 0 pops the stack 'x', but no "
+            "SaveInput('x', push=True) runs before it"
+        ),
+    ):
+        Circuit(GetInput("x", pop=True))
