@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
@@ -720,13 +720,33 @@ def test_fuzzed_documents_fail_with_a_place(config: Any) -> None:
     fails_with_a_place(config)
 
 
-# Derandomized (the same examples every run) while a pop with no push at all raises KeyError
-# (see test_a_pop_with_no_push_is_a_located_error): about 1 example in 500 finds it.
-@settings(
-    max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
+def pops_without_a_push(value: Any) -> bool:
+    """Whether a layer list of `value` pops a stack while none of its SaveInputs pushes: the
+    core bug of `test_a_pop_with_no_push_is_a_located_error` (KeyError). The fuzz test of
+    stacks leaves out these documents, and only these, until it is fixed."""
+    if isinstance(value, list):
+        return any(pops_without_a_push(item) for item in value)
+    if not isinstance(value, dict):
+        return False
+    layers = value.get("layers")
+    if isinstance(layers, list):
+        flags = {"SaveInput": "push", "GetInput": "pop"}
+        found = set()
+        for item in layers:
+            entry = item[1] if isinstance(item, list) and len(item) == 2 else item
+            if isinstance(entry, dict) and len(entry) == 1:
+                ((kind, fields),) = entry.items()
+                if kind in flags and isinstance(fields, dict) and fields.get(flags[kind]) is True:
+                    found.add(kind)
+        if found == {"GetInput"}:
+            return True
+    return any(pops_without_a_push(item) for item in value.values())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(malformed(STACKS, "push", "pop"))
 def test_fuzzed_documents_with_stacks_fail_with_a_place(config: Any) -> None:
+    assume(not pops_without_a_push(config))
     fails_with_a_place(config)
 
 
