@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, overload
 
-import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .nodes import BlockNode, Node
 from .plan import BlockPlan, ScopePlan
-from .program import Step, add_context, run
+from .program import Step, run
+from .regions import run_repeats
 
 __all__ = ["Block", "Repeat", "Scope", "build_block", "fresh_copy", "structural_copy"]
 
@@ -180,19 +178,10 @@ class Block(nn.Module):
 
     def forward(self, x: Any, *captured: Any) -> Any:
         """Run the repeats in turn on `x`; `captured` are the outer skips the body reads."""
+        # The loop is `regions.run_repeats` (issue 13): checkpoint segments, compile regions.
         modules = self._modules
-        checkpointed = self._node.checkpoint
-        for index, key in self._runs:
-            repeat: nn.Module = modules[key]  # type: ignore[assignment]
-            try:
-                if checkpointed:
-                    x = checkpoint(repeat, x, *captured, use_reentrant=False, **_recompute(repeat))
-                else:
-                    x = repeat(x, *captured)
-            except Exception as error:
-                add_context(error, self._where(index))
-                raise
-        return x
+        repeats = [(index, modules[key]) for index, key in self._runs]
+        return run_repeats(self._node, repeats, x, captured, self._where)  # type: ignore[arg-type]
 
     def _where(self, index: int) -> str:
         node = self._node
@@ -244,32 +233,6 @@ def _ranges(indices: Sequence[int]) -> str:
     if len(indices) == 1:
         return f"repeat {indices[0]}"
     return f"repeats {indices[0]}-{indices[-1]}"
-
-
-def _recompute(module: nn.Module) -> dict[str, Any]:
-    """Checkpoint options that undo a recompute's buffer updates (BatchNorm statistics).
-
-    The forward pass already updated the buffers once; the recompute during backward must not
-    update them again. Under `torch.compile` the recompute is functional and leaves them be.
-    """
-    if torch.compiler.is_compiling() or next(module.buffers(), None) is None:
-        return {}
-
-    def contexts() -> tuple[contextlib.AbstractContextManager[None], ...]:
-        return contextlib.nullcontext(), _restoring_buffers(module)
-
-    return {"context_fn": contexts}
-
-
-@contextlib.contextmanager
-def _restoring_buffers(module: nn.Module) -> Iterator[None]:
-    saved = [(buffer, buffer.clone()) for buffer in module.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
 
 
 def fresh_copy(module: nn.Module) -> nn.Module:
