@@ -12,7 +12,7 @@ from torch import nn
 from .nodes import BlockNode, Node
 from .plan import BlockPlan, ScopePlan
 from .program import Step, run
-from .regions import run_repeats
+from .repeats import run_repeats
 
 __all__ = ["Block", "Repeat", "Scope", "build_block", "fresh_copy", "structural_copy"]
 

@@ -21,7 +21,7 @@ from .markers import EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
 from .nodes import BlockNode, LayerNode, Node, ReadNode, SaveNode
 from .ops import NAMED_OPS
 from .program import CallLayer, ReadSkip, RunBlock, SaveSkip, Step
-from .regions import checkpoint_segment
+from .repeats import checkpoint_segment
 
 __all__ = [
     "BlockNode",
@@ -256,7 +256,7 @@ def _check_start(
             f"{marker!r} at position {position}: num_repeats must be a positive int, got "
             f"{repeats}; use num_repeats=1 for a block that runs once, or remove the block."
         )
-    for flag in ("share_weights",):  # checkpoint: regions.checkpoint_segment (issue 13)
+    for flag in ("share_weights",):  # checkpoint: repeats.checkpoint_segment (issue 13)
         value = getattr(marker, flag)
         if not isinstance(value, bool):
             raise TypeError(

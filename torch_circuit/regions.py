@@ -1,24 +1,27 @@
-"""Running a block's repeats: checkpoint segments, and one compiled region for all repeats.
+"""One compiled region for all repeats of a block, inside one `torch.compile` graph.
 
-`run_repeats` is the loop of `Block.forward`. In eager mode it calls each repeat in turn, or
-`checkpoint=k` segments of `k` repeats under `torch.utils.checkpoint`. Under
-`torch.compile` (Dynamo, not export) it calls each repeat through
-`torch.compiler.nested_compile_region`, so Dynamo traces the body once and stamps the traced
-subgraph out for every other repeat (`invoke_subgraph`), and Inductor compiles it once: cold
-compile time stays nearly flat in `num_repeats`, inside one graph.
+Under `torch.compile` (Dynamo, not export), `repeats.run_repeats` calls a block's repeats
+through `torch.compiler.nested_compile_region`: Dynamo traces the body once and stamps the
+traced subgraph out for every other repeat (`invoke_subgraph`), and Inductor compiles it once,
+so cold compile time stays nearly flat in `num_repeats`.
 
 A region is handed distinct tensors, by construction. `invoke_subgraph` keys its reuse on the
 region's inputs after merging identical ones, so a region first called with `(x, x)` (a skip
 saved right before the block is also the block's input) and later with `(y, x)` silently
 reuses the first trace and gets wrong results (torch 2.13 and 2.14); a region whose inputs
 or outputs are views of each other fails to compile. So at the block's entry, when the block
-reads outer skips, every tensor but the first is cloned once (not once per repeat), and a
-body that may return (a view of) its inputs has its result cloned inside the region. A block
-that a region cannot run correctly runs unrolled, as before, with the reason recorded:
-`explain(model)` lists every block and why it is unrolled, if it is.
+reads an outer skip, repeat 0 (whose input may be that skip, or a view of it) runs inline and
+the region takes over from repeat 1; a block reading two or more outer skips (which may be
+views of one another) is unrolled. A body that may return (a view of) its input has its result
+cloned inside the region. A block that a region cannot run correctly runs unrolled, as before,
+with the reason recorded: `explain(model)` lists every block and why it is unrolled, if it is.
 
-The hook assumes only this of a repeat: a module called as `repeat(x, *captured)` whose
-result, a tensor or a pytree of tensors, is the next repeat's `x`.
+While autograd records, regions are used only where the caller asked for them with
+`allow_in_training` (as `Circuit.compile()` does): Inductor in torch 2.13 and 2.14.1 reuses the
+buffer of a region's input after the call although the region saved that very tensor for
+backward, which corrupts gradients whenever a layer follows the block in the same graph
+(`docs/performance.md` has the reproducer); `Circuit.compile()` compiles with Inductor's
+`allow_buffer_reuse=False`, which avoids it.
 """
 
 from __future__ import annotations
@@ -30,23 +33,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
-from torch.utils.checkpoint import checkpoint
 
 from .nodes import BlockNode
 from .ops import NAMED_OPS
-from .program import ReadSkip, add_context
+from .program import ReadSkip, RunBlock
 
 __all__ = [
-    "checkpoint_segment",
+    "allow_in_training",
     "explain",
+    "region_step",
     "regions_enabled",
-    "run_repeats",
     "unrolled",
     "why_unrolled",
 ]
 
 Repeats = Sequence[tuple[int, nn.Module]]
-
+Step = Callable[[int, nn.Module, Any, Sequence[Any]], Any]
 # Ops whose result is always a new tensor: a body ending in one of them needs no clone.
 _FRESH_OPS: tuple[Callable[..., Any], ...] = (*NAMED_OPS.values(), torch.cat, torch.add)
 _enabled = True
@@ -77,97 +79,26 @@ def unrolled() -> Iterator[None]:
         _enabled = previous
 
 
-def run_repeats(
-    node: BlockNode,
-    repeats: Repeats,
-    x: Any,
-    captured: Sequence[Any],
-    where: Callable[[int], str],
-) -> Any:
-    """Run `repeats` (`(index, module)` in order) on `x`: `x = repeat(x, *captured)` each.
+def region_step(first: nn.Module, inline_first: bool) -> Step:
+    """How repeat `position` runs under `torch.compile`: through a region, handed `(x, *skips)`.
 
-    Args:
-        node: the block's declaration (`checkpoint` is the segment length, 0 for none).
-        repeats: the repeats to run and their modules (one module throughout if shared).
-        x: the block's input.
-        captured: the outer skips the body reads, in plan order.
-        where: says where repeat `index` is, for the note added to an error.
+    The region's inputs never alias one another. Without outer skips it gets `x` alone. With
+    one (`why_unrolled` refuses more), the block's input may be that skip or a view of it, so
+    repeat 0 runs inline; from repeat 1 on, `x` is a result the body made, cloned first unless
+    the body's last op always makes a new tensor. A region's result never aliases its inputs
+    either: unless the body ends in such an op, it is cloned inside the region.
     """
-    compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
-    if compiling and why_unrolled(node, repeats) is None:
-        x, captured = _distinct(x, captured)
-        call = _region_fresh if _fresh_result(repeats[0][1]) else _region_cloned
-        return _loop(node, repeats, x, captured, where, call)
-    return _loop(node, repeats, x, captured, where, None)
+    fresh = _fresh_result(first)
+    region = _region_fresh if fresh else _region_cloned
 
+    def step(position: int, repeat: nn.Module, x: Any, captured: Sequence[Any]) -> Any:
+        if inline_first and position == 0:
+            return repeat(x, *captured)
+        if inline_first and position == 1 and not fresh:
+            x = pytree.tree_map_only(Tensor, torch.clone, x)
+        return region(repeat, x, *captured)
 
-def _loop(
-    node: BlockNode,
-    repeats: Repeats,
-    x: Any,
-    captured: Sequence[Any],
-    where: Callable[[int], str],
-    call: Callable[..., Any] | None,
-) -> Any:
-    """The repeats in turn, each through `call(repeat, x, *captured)` (`None`: directly)."""
-    every = int(node.checkpoint)
-    if not every or not torch.is_grad_enabled():
-        for index, repeat in repeats:
-            try:
-                x = repeat(x, *captured) if call is None else call(repeat, x, *captured)
-            except Exception as error:
-                add_context(error, where(index))
-                raise
-        return x
-    for start in range(0, len(repeats), every):
-        segment = repeats[start : start + every]
-        try:
-            x = checkpoint(
-                _segment, call, segment, x, *captured, use_reentrant=False,
-                **_recompute([module for _, module in segment]),
-            )  # fmt: skip
-        except Exception as error:
-            first, last = segment[0][0], segment[-1][0]
-            add_context(error, where(first) if first == last else _span(where, first, last))
-            raise
-    return x
-
-
-def checkpoint_segment(marker: Any, position: int) -> int:
-    """The repeats per checkpoint segment that `marker.checkpoint` asks for (0: none).
-
-    Raises:
-        TypeError: `checkpoint` is neither a bool nor an int.
-        ValueError: `checkpoint` is an int below 1.
-    """
-    value = marker.checkpoint
-    if isinstance(value, bool):
-        return int(value)
-    if not isinstance(value, int):
-        raise TypeError(
-            f"{marker!r} at position {position}: checkpoint must be True, False or a "
-            f"positive int (repeats per segment), got {value!r} ({type(value).__name__}); "
-            "e.g. checkpoint=True or checkpoint=2."
-        )
-    if value < 1:
-        raise ValueError(
-            f"{marker!r} at position {position}: checkpoint={value} must be a positive int "
-            "(repeats per checkpoint segment); use checkpoint=False to keep every activation, "
-            "or checkpoint=1 (or True) to recompute each repeat."
-        )
-    return value
-
-
-def _span(where: Callable[[int], str], first: int, last: int) -> str:
-    return where(first).replace(f"in repeat {first} ", f"in repeats {first}-{last} ", 1)
-
-
-def _segment(
-    call: Callable[..., Any] | None, segment: Repeats, x: Any, *captured: Any
-) -> Any:  # one checkpoint segment: its repeats in turn
-    for _, repeat in segment:
-        x = repeat(x, *captured) if call is None else call(repeat, x, *captured)
-    return x
+    return step
 
 
 def _repeat_fresh(repeat: nn.Module, x: Any, *captured: Any) -> Any:
@@ -185,18 +116,6 @@ _region_fresh = torch.compiler.nested_compile_region(_repeat_fresh, max_reuse_en
 _region_cloned = torch.compiler.nested_compile_region(_repeat_cloned, max_reuse_entries=256)
 
 
-def _distinct(x: Any, captured: Sequence[Any]) -> tuple[Any, Sequence[Any]]:
-    """Clone every tensor of `(x, *captured)` but the first, when there is more than one."""
-    leaves, spec = pytree.tree_flatten((x, list(captured)))
-    positions = [index for index, leaf in enumerate(leaves) if isinstance(leaf, Tensor)]
-    if len(positions) < 2:
-        return x, captured
-    for index in positions[1:]:  # by position: the same tensor may come twice
-        leaves[index] = leaves[index].clone()
-    x, captured = pytree.tree_unflatten(leaves, spec)
-    return x, captured
-
-
 def _fresh_result(repeat: nn.Module) -> bool:
     """Whether the body's last step is a read whose op always makes a new tensor."""
     steps = getattr(repeat, "steps", ())
@@ -204,6 +123,37 @@ def _fresh_result(repeat: nn.Module) -> bool:
         return False
     op = getattr(repeat.get_submodule(steps[-1].key), "op", None)
     return any(op is fresh for fresh in _FRESH_OPS)
+
+
+def _outer_reads(repeat: nn.Module) -> dict[str, int]:
+    """How often the body reads each outer skip, by name (an inner block reads it often)."""
+    outer = getattr(repeat, "num_captures", 0)
+    counts = [0] * outer
+    names = [f"outer skip {slot}" for slot in range(outer)]
+    for step in getattr(repeat, "steps", ()):
+        if isinstance(step, ReadSkip) and step.slot < outer:
+            counts[step.slot] += 1
+            names[step.slot] = str(getattr(repeat.get_submodule(step.key), "name", ""))
+        elif isinstance(step, RunBlock):
+            for slot in step.slots:
+                if slot < outer:
+                    counts[slot] += 2
+    return dict(zip(names, counts, strict=True))
+
+
+_TRAINING = "_torch_circuit_regions_in_training"
+
+
+def allow_in_training(model: nn.Module) -> None:
+    """Let `model`'s blocks run as regions while autograd records, too.
+
+    Only for a compile that avoids Inductor's buffer-reuse bug (see the module docstring):
+    `torch.compile(model, options={"allow_buffer_reuse": False})`, or a backend other than
+    Inductor. `Circuit.compile()` calls this itself.
+    """
+    for module in model.modules():
+        if hasattr(module, "steps"):  # a scope: the top level or a repeat
+            setattr(module, _TRAINING, True)
 
 
 def why_unrolled(node: BlockNode, repeats: Repeats) -> str | None:
@@ -217,7 +167,36 @@ def why_unrolled(node: BlockNode, repeats: Repeats) -> str | None:
         return "regions are switched off (torch_circuit.regions.unrolled())"
     if len(repeats) < 2:
         return "it runs once"
-    for name, module in repeats[0][1].named_modules():
+    first = repeats[0][1]
+    if torch.is_grad_enabled() and not getattr(first, _TRAINING, False):
+        return (
+            "autograd is recording, and Inductor (torch 2.13, 2.14.1) may reuse a buffer a "
+            "region saved for backward; Circuit.compile() compiles regions for training safely"
+        )
+    reads = _outer_reads(first)
+    if len(reads) > 1:
+        return (
+            f"its body reads {len(reads)} outer skips ({', '.join(reads)}), which may be "
+            "views of one another; a region takes at most one"
+        )
+    if any(count > 1 for count in reads.values()):
+        return (
+            f"its body reads the outer skip {next(iter(reads))!r} more than once per repeat, "
+            "so a region would sum that skip's gradients in another order than eager"
+        )
+    names = [name for name, _ in first.named_parameters(remove_duplicate=False)]
+    if len(names) != len(set(map(id, first.parameters()))):
+        return (
+            "a parameter is used twice in one repeat (tied layers), so a region would sum its "
+            "gradients in another order than eager"
+        )
+    for name, module in first.named_modules():
+        inner = getattr(module, "node", None)
+        if name and isinstance(inner, BlockNode) and _runs_as_region(inner, module):
+            return (
+                f"its body holds the repeated block {inner.name!r}, which runs as a region; "
+                "regions inside regions fail to compile for training (torch 2.13, 2.14.1)"
+            )
         if getattr(module, "inplace", False) is True:
             return f"layer {name} ({type(module).__name__}) works in place (inplace=True)"
         if module.training and next(module.buffers(recurse=False), None) is not None:
@@ -228,11 +207,22 @@ def why_unrolled(node: BlockNode, repeats: Repeats) -> str | None:
     return None
 
 
+def _repeats_of(node: BlockNode, block: nn.Module) -> list[tuple[int, nn.Module]]:
+    """The `(index, module)` of each repeat `block` runs (a pipeline stage runs some)."""
+    indices = getattr(block, "indices", range(node.num_repeats))
+    return [(index, block.get_submodule(node.repeat_key(index))) for index in indices]
+
+
+def _runs_as_region(node: BlockNode, block: nn.Module) -> bool:
+    return why_unrolled(node, _repeats_of(node, block)) is None
+
+
 def explain(model: nn.Module) -> dict[str, str]:
     """How `torch.compile` runs each repeated block of `model`, by its module path.
 
     `"region"` when the block's repeats share one traced region; otherwise why the block is
-    unrolled. Reflects the model's current mode (`train()`/`eval()`).
+    unrolled. Reflects the model's current mode (`train()`/`eval()`) and whether autograd
+    records (`torch.no_grad()`), as a compile traced now would see them.
 
     Example:
 
@@ -242,38 +232,7 @@ def explain(model: nn.Module) -> dict[str, str]:
     found: dict[str, str] = {}
     for path, module in model.named_modules():
         node = getattr(module, "node", None)
-        if isinstance(node, BlockNode) and hasattr(module, "indices"):
-            repeats = [(index, module[index]) for index in module.indices]
-            reason = why_unrolled(node, repeats)
+        if isinstance(node, BlockNode):
+            reason = why_unrolled(node, _repeats_of(node, module))
             found[path] = "region" if reason is None else f"unrolled: {reason}"
     return found
-
-
-def _recompute(modules: Sequence[nn.Module]) -> dict[str, Any]:
-    """Checkpoint options that undo a recompute's buffer updates (BatchNorm statistics).
-
-    The forward pass already updated the buffers once; the recompute during backward must not
-    update them again. Under `torch.compile` the recompute is functional and leaves them be.
-    """
-    if torch.compiler.is_compiling():
-        return {}
-    unique = dict.fromkeys(modules)  # a shared repeat appears once per repeat it runs
-    buffers = [buffer for module in unique for buffer in module.buffers()]
-    if not buffers:
-        return {}
-
-    def contexts() -> tuple[contextlib.AbstractContextManager[None], ...]:
-        return contextlib.nullcontext(), _restoring(buffers)
-
-    return {"context_fn": contexts}
-
-
-@contextlib.contextmanager
-def _restoring(buffers: Sequence[Tensor]) -> Iterator[None]:
-    saved = [(buffer, buffer.clone()) for buffer in buffers]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
