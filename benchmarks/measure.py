@@ -231,11 +231,28 @@ def _compile_model(model: Any, how: str) -> Any:
     if how == "module.compile":
         model.compile()
         return model
+    if how == "fullgraph-no-reuse":
+        return torch.compile(model, fullgraph=True, options={"allow_buffer_reuse": False})
+    if how == "unrolled-fullgraph":  # a Circuit as torch-circuit 0.1 compiled it
+        return _Unrolled(torch.compile(model, fullgraph=True))
     if how == "each-block":
         for block in model.blocks:
             block.compile()
         return model
     raise ValueError(f"unknown compile mode {how!r}; use fullgraph, module.compile, each-block")
+
+
+class _Unrolled:
+    """Calls a compiled ``Circuit`` with its regions switched off (every repeat unrolled)."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+
+    def __call__(self, x: Any) -> Any:
+        from torch_circuit.regions import unrolled
+
+        with unrolled():
+            return self.compiled(x)
 
 
 def _graph_breaks(model: Any, x: Any) -> int:
@@ -250,7 +267,8 @@ def _measure_compile(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Cold compile time: the first forward and backward after compiling, caches disabled.
 
     Then the median of ``steps`` training steps (forward, backward, SGD step) of the compiled
-    model, and, with ``explain``, the graph-break count from ``torch._dynamo.explain``.
+    model, and, with ``explain``, the graph-break count from ``torch._dynamo.explain``. With
+    ``spec["mode"] == "inference"``: the first ``no_grad`` forward (eval mode), and forwards.
     """
     import models
     import torch
@@ -260,13 +278,23 @@ def _measure_compile(spec: Mapping[str, Any]) -> dict[str, Any]:
     eager = models.build(spec["model"], **spec["sizes"])
     x = torch.randn(*spec["input"])
     compiled = _compile_model(eager, spec["how"])
+    inference = spec.get("mode") == "inference"
+    if inference:
+        eager.eval()
     start = time.perf_counter()
-    compiled(x).float().square().mean().backward()
+    if inference:
+        _no_grad_forward(compiled, x)
+    else:
+        compiled(x).float().square().mean().backward()
     cold = time.perf_counter() - start
     optimizer = torch.optim.SGD(eager.parameters(), lr=1e-3)
-    times = time_interleaved(
-        {"step": lambda: _training_step(compiled, x, optimizer)}, rounds=spec["steps"], warmup=2
-    )
+
+    def step() -> object:
+        return (
+            _no_grad_forward(compiled, x) if inference else _training_step(compiled, x, optimizer)
+        )
+
+    times = time_interleaved({"step": step}, rounds=spec["steps"], warmup=2)
     result: dict[str, Any] = {"cold_s": cold, "step_s": statistics.median(times["step"])}
     if spec.get("explain"):
         result["graph_breaks"] = _graph_breaks(eager, x)

@@ -40,6 +40,7 @@ from .program import ReadSkip, RunBlock
 
 __all__ = [
     "allow_in_training",
+    "compile_in_place",
     "explain",
     "region_step",
     "regions_enabled",
@@ -236,3 +237,23 @@ def explain(model: nn.Module) -> dict[str, str]:
             reason = why_unrolled(node, _repeats_of(node, module))
             found[path] = "region" if reason is None else f"unrolled: {reason}"
     return found
+
+
+def compile_in_place(model: nn.Module, **kwargs: Any) -> None:
+    """`model.compile(**kwargs)`: one graph, each repeated block's body traced once.
+
+    Regions also run while training (`allow_in_training`) when the compile avoids Inductor's
+    buffer-reuse bug (module docstring): with Inductor, the default backend, buffer reuse is
+    turned off for this compile (`options={"allow_buffer_reuse": False}`) unless the caller
+    sets it or passes `mode=` (which excludes `options`); any other backend is safe as is.
+    Otherwise training runs unrolled and inference still gets regions.
+    """
+    backend = kwargs.get("backend") or "inductor"
+    options = dict(kwargs.get("options") or {})
+    if backend != "inductor":
+        allow_in_training(model)
+    elif kwargs.get("mode") is None and options.get("allow_buffer_reuse", False) is False:
+        options["allow_buffer_reuse"] = False
+        kwargs["options"] = options
+        allow_in_training(model)
+    nn.Module.compile(model, **kwargs)
