@@ -55,6 +55,8 @@ class Sizes:
     compile_runs: int = 3  # fresh processes per figure for the Circuit rows (median is kept)
     transformer_repeats: tuple[int, ...] = (2, 8, 32)
     transformer_input: tuple[int, ...] = (2, 16, 256)
+    transformer_runs: int = 1
+    compile_backend: str = "inductor"  # --quick: "aot_eager" (no C++ compiler: seconds)
     compiled_step_rounds: int = 21
     wide_width: int = 512  # the compute-bound compiled step
     wide_batch: int = 256
@@ -79,6 +81,7 @@ QUICK = Sizes(
     compile_repeats=(1, 2),
     compile_runs=1,
     transformer_repeats=(1, 2),
+    compile_backend="aot_eager",
     compiled_step_rounds=5,
     wide_width=128,
     wide_batch=32,
@@ -475,7 +478,12 @@ def _compile_variants(family: str) -> dict[str, Variant]:
 
 
 def _compile_growth(
-    ctx: Context, family: str, width: int, shape: list[int], repeats: tuple[int, ...]
+    ctx: Context,
+    family: str,
+    width: int,
+    shape: list[int],
+    repeats: tuple[int, ...],
+    circuit_runs: int,
 ) -> dict[str, Any]:
     """Cold compile time of every variant at every repeat count, fresh processes, interleaved.
 
@@ -487,7 +495,7 @@ def _compile_growth(
     }
     if ctx.sizes.quick:
         variants = {name: variants[name] for name in (CIRCUIT_FULLGRAPH, CIRCUIT_REGIONAL)}
-    runs = {name: ctx.sizes.compile_runs if name in TARGET_VARIANTS else 1 for name in variants}
+    runs = {name: circuit_runs if name in TARGET_VARIANTS else 1 for name in variants}
     figures: dict[str, dict[int, list[dict[str, Any]]]] = {
         name: {r: [] for r in repeats} for name in variants
     }
@@ -498,6 +506,7 @@ def _compile_growth(
             for count in repeats:
                 spec = {
                     "kind": "compile", "model": v.model, "how": v.how, "mode": v.mode,
+                    "backend": ctx.sizes.compile_backend,
                     "sizes": {"width": width, "repeats": count}, "input": shape, "steps": 5,
                     "explain": v.how == "fullgraph" and v.model.endswith("circuit") and run == 0,
                 }  # fmt: skip
@@ -510,8 +519,13 @@ def _compile_growth(
             rows[name] = unavailable(errors[0])
             continue
         cold = {str(r): statistics.median(f["cold_s"] for f in fs) for r, fs in by_repeats.items()}
+        cpu = {
+            str(r): statistics.median(f["cold_cpu_s"] for f in fs) for r, fs in by_repeats.items()
+        }
         more: dict[str, Any] = {
             "cold_s": cold,
+            "cold_cpu_s": cpu,
+            "cpu_ratio": cpu[str(large)] / cpu[str(small)],
             "cold_runs_s": {str(r): [f["cold_s"] for f in fs] for r, fs in by_repeats.items()},
             "step_s": {str(r): fs[0]["step_s"] for r, fs in by_repeats.items()},
         }
@@ -542,7 +556,7 @@ def _compile_growth(
         "compiling ([inference]: first no_grad forward, eval mode), fresh process, "
         "TORCHINDUCTOR_FORCE_DISABLE_CACHES=1; value = cold seconds at "
         f"{large} repeats, ratio = at {large} / at {small} repeats; Circuit rows: median of "
-        f"{ctx.sizes.compile_runs} processes, others: 1",
+        f"{circuit_runs} processes, others: 1; backend {ctx.sizes.compile_backend}",
         "reference": f"the same model at {small} repeats",
         "repeats": list(repeats),
         "rows": rows,
@@ -551,7 +565,8 @@ def _compile_growth(
 
 
 def bench_compile(ctx: Context) -> dict[str, Any]:
-    return _compile_growth(ctx, "mlp", 64, [ctx.sizes.compile_batch, 64], ctx.sizes.compile_repeats)
+    s = ctx.sizes
+    return _compile_growth(ctx, "mlp", 64, [s.compile_batch, 64], s.compile_repeats, s.compile_runs)
 
 
 def bench_compile_transformer(ctx: Context) -> dict[str, Any]:
@@ -704,6 +719,8 @@ def print_benchmark(name: str, result: dict[str, Any]) -> None:
         extra = values.get("error") or ""
         if "cold_s" in values:
             extra = "cold " + ", ".join(f"{r}: {s:.1f} s" for r, s in values["cold_s"].items())
+            if "cpu_ratio" in values:
+                extra += f"; CPU-time ratio {values['cpu_ratio']:.3f}"
             if "graph_breaks" in values:
                 extra += f"; graph breaks {values['graph_breaks']}"
         print(f"   {label:<64} {_format_value(values):>13} {ratio_text:>9}  {extra}")
@@ -744,6 +761,12 @@ def markdown(report: dict[str, Any]) -> str:
                 note = "cold " + ", ".join(
                     f"{r} repeats: {t:.1f} s" for r, t in values["cold_s"].items()
                 )
+                if "cold_cpu_s" in values:
+                    note += (
+                        "; CPU time "
+                        + ", ".join(f"{t:.1f}" for t in values["cold_cpu_s"].values())
+                        + f" s (ratio {values['cpu_ratio']:.3f})"
+                    )
                 if "graph_breaks" in values:
                     note += f"; graph breaks: {values['graph_breaks']}"
             if "raw_peak_kib" in values:
