@@ -223,19 +223,48 @@ def _measure_cuda_memory(model: Any, x: Any, optimizer: Any, training: bool) -> 
     return {"cuda_peak_bytes": peak, "cuda_peak_delta_bytes": peak - before}
 
 
-def _compile_model(model: Any, how: str) -> Any:
+def _compile_model(model: Any, how: str, backend: str = "inductor") -> Any:
     import torch
 
     if how == "fullgraph":
-        return torch.compile(model, fullgraph=True)
+        return torch.compile(model, fullgraph=True, backend=backend)
     if how == "module.compile":
-        model.compile()
+        model.compile(backend=backend)
         return model
+    if how == "fullgraph-no-reuse":
+        return torch.compile(model, fullgraph=True, options={"allow_buffer_reuse": False})
+    if how == "unrolled-fullgraph":  # a Circuit as torch-circuit 0.1 compiled it
+        return _Unrolled(torch.compile(model, fullgraph=True))
     if how == "each-block":
         for block in model.blocks:
-            block.compile()
+            block.compile(backend=backend)
         return model
     raise ValueError(f"unknown compile mode {how!r}; use fullgraph, module.compile, each-block")
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the C++ compiler): user + system.
+
+    Unlike wall time it hardly moves when other jobs share the machine's cores.
+    """
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class _Unrolled:
+    """Calls a compiled ``Circuit`` with its regions switched off (every repeat unrolled)."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+
+    def __call__(self, x: Any) -> Any:
+        from torch_circuit.regions import unrolled
+
+        with unrolled():
+            return self.compiled(x)
 
 
 def _graph_breaks(model: Any, x: Any) -> int:
@@ -250,7 +279,8 @@ def _measure_compile(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Cold compile time: the first forward and backward after compiling, caches disabled.
 
     Then the median of ``steps`` training steps (forward, backward, SGD step) of the compiled
-    model, and, with ``explain``, the graph-break count from ``torch._dynamo.explain``.
+    model, and, with ``explain``, the graph-break count from ``torch._dynamo.explain``. With
+    ``spec["mode"] == "inference"``: the first ``no_grad`` forward (eval mode), and forwards.
     """
     import models
     import torch
@@ -259,15 +289,30 @@ def _measure_compile(spec: Mapping[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     eager = models.build(spec["model"], **spec["sizes"])
     x = torch.randn(*spec["input"])
-    compiled = _compile_model(eager, spec["how"])
-    start = time.perf_counter()
-    compiled(x).float().square().mean().backward()
+    compiled = _compile_model(eager, spec["how"], spec.get("backend", "inductor"))
+    inference = spec.get("mode") == "inference"
+    if inference:
+        eager.eval()
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    if inference:
+        _no_grad_forward(compiled, x)
+    else:
+        compiled(x).float().square().mean().backward()
     cold = time.perf_counter() - start
+    cold_cpu = _cpu_seconds() - cpu
     optimizer = torch.optim.SGD(eager.parameters(), lr=1e-3)
-    times = time_interleaved(
-        {"step": lambda: _training_step(compiled, x, optimizer)}, rounds=spec["steps"], warmup=2
-    )
-    result: dict[str, Any] = {"cold_s": cold, "step_s": statistics.median(times["step"])}
+
+    def step() -> object:
+        return (
+            _no_grad_forward(compiled, x) if inference else _training_step(compiled, x, optimizer)
+        )
+
+    times = time_interleaved({"step": step}, rounds=spec["steps"], warmup=2)
+    result: dict[str, Any] = {
+        "cold_s": cold,
+        "cold_cpu_s": cold_cpu,
+        "step_s": statistics.median(times["step"]),
+    }
     if spec.get("explain"):
         result["graph_breaks"] = _graph_breaks(eager, x)
     return result

@@ -100,6 +100,71 @@ def mlp_sequential(width: int, repeats: int) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------
+# Pre-norm transformer blocks: x + attn(ln(x)), then x + mlp(ln(x)). Compile benchmarks.
+
+
+class SelfAttention(nn.Module):
+    """``nn.MultiheadAttention`` as a layer of one tensor (batch first, no weights returned)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+class TransformerBlock(nn.Module):
+    """One pre-norm transformer block, written by hand."""
+
+    def __init__(self, width: int, heads: int = 4) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = SelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, 4 * width)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(4 * width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+
+
+class Transformer(nn.Module):
+    """Transformer blocks, by hand: a Python loop over a ``ModuleList``."""
+
+    def __init__(self, width: int, repeats: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(TransformerBlock(width) for _ in range(repeats))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def transformer_circuit(width: int, repeats: int) -> nn.Module:
+    """The transformer blocks as a ``Circuit``."""
+    from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+
+    return Circuit(
+        StartBlock("layer", num_repeats=repeats),
+        SaveInput("attn"),
+        nn.LayerNorm(width),
+        SelfAttention(width, 4),
+        GetInput("attn"),
+        SaveInput("mlp"),
+        nn.LayerNorm(width),
+        nn.Linear(width, 4 * width),
+        nn.GELU(),
+        nn.Linear(4 * width, width),
+        GetInput("mlp"),
+        EndBlock("layer"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Residual conv blocks: relu(x + conv2(relu(conv1(x)))), repeated. Memory benchmarks.
 
 
@@ -139,11 +204,11 @@ class ResidualConv(nn.Module):
         return x
 
 
-def conv_circuit(channels: int, repeats: int, checkpointed: bool = False) -> nn.Module:
-    """The residual conv blocks as a ``Circuit``; ``checkpointed`` sets ``checkpoint=True``."""
+def conv_circuit(channels: int, repeats: int, checkpointed: bool | int = False) -> nn.Module:
+    """The residual conv blocks as a ``Circuit``; ``checkpointed`` is ``checkpoint=``."""
     from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
 
-    options = {"checkpoint": True} if checkpointed else {}  # 0.9.1 has no such argument
+    options = {"checkpoint": checkpointed} if checkpointed else {}  # 0.9.1 has no checkpoint
     return Circuit(
         StartBlock("block", num_repeats=repeats, **options),
         SaveInput("residual"),
@@ -325,11 +390,15 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mlp/hand-regional": lambda width, repeats: ResidualMLP(width, repeats),
     "mlp/circuit": mlp_circuit,
     "mlp/sequential": mlp_sequential,
+    "transformer/hand": Transformer,
+    "transformer/hand-regional": Transformer,
+    "transformer/circuit": transformer_circuit,
     "conv/hand": lambda channels, repeats: ResidualConv(channels, repeats),
     "conv/hand-checkpoint": lambda channels, repeats: ResidualConv(channels, repeats, 1),
     "conv/hand-checkpoint-pairs": lambda channels, repeats: ResidualConv(channels, repeats, 2),
     "conv/circuit": conv_circuit,
     "conv/circuit-checkpoint": lambda channels, repeats: conv_circuit(channels, repeats, True),
+    "conv/circuit-checkpoint-pairs": lambda channels, repeats: conv_circuit(channels, repeats, 2),
     "conv/sequential": conv_sequential,
     "convbn/hand": lambda channels, repeats: ResidualConvBN(channels, repeats),
     "convbn/hand-checkpoint": lambda channels, repeats: ResidualConvBN(channels, repeats, True),

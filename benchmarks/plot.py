@@ -14,6 +14,7 @@ from typing import Any
 
 RATIO_FIGURE = "perf_ratios.png"
 COMPILE_FIGURE = "perf_compile.png"
+COMPILE_FIGURES = {"compile": COMPILE_FIGURE, "compile_transformer": "perf_compile_transformer.png"}
 
 
 def _ratio_bars(report: dict[str, Any]) -> list[tuple[str, str, float, float | None]]:
@@ -69,9 +70,9 @@ def plot_ratios(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def plot_compile(report: dict[str, Any], path: Path) -> Path | None:
+def plot_compile(report: dict[str, Any], path: Path, name: str = "compile") -> Path | None:
     """Lines: cold compile seconds against repeat count, one per compile variant."""
-    bench = report["benchmarks"].get("compile")
+    bench = report["benchmarks"].get(name)
     if bench is None:
         return None
     import matplotlib
@@ -86,9 +87,12 @@ def plot_compile(report: dict[str, Any], path: Path) -> Path | None:
             continue
         repeats = sorted(int(r) for r in cold)
         style = "-" if label.startswith("Circuit") else "--"
+        if "[inference]" in label:
+            style = ":"
         ax.plot(repeats, [cold[str(r)] for r in repeats], style, marker="o", label=label)
-    ax.set_xlabel("repeats of the residual MLP block")
-    ax.set_ylabel("cold compile time, first forward + backward (s)")
+    block = "residual MLP block" if name == "compile" else "transformer block"
+    ax.set_xlabel(f"repeats of the {block}")
+    ax.set_ylabel("cold compile time, first forward + backward (s)\n([inference]: forward)")
     ax.set_ylim(bottom=0)
     ax.set_xticks(bench["repeats"])
     ax.legend(fontsize=7)
@@ -104,9 +108,10 @@ def plot(report: dict[str, Any], folder: Path) -> list[Path]:
     """Draw both figures into ``folder``; returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
     written = [plot_ratios(report, folder / RATIO_FIGURE)]
-    compile_path = plot_compile(report, folder / COMPILE_FIGURE)
-    if compile_path is not None:
-        written.append(compile_path)
+    for name, figure in COMPILE_FIGURES.items():
+        compile_path = plot_compile(report, folder / figure, name)
+        if compile_path is not None:
+            written.append(compile_path)
     return written
 
 

@@ -50,9 +50,13 @@ class Sizes:
     quickstart_train_rounds: int = 7
     conv_input: tuple[int, ...] = (8, 32, 64, 64)
     memory_runs: int = 2
-    compile_repeats: tuple[int, int] = (2, 64)
+    compile_repeats: tuple[int, ...] = (2, 8, 32, 64)
     compile_batch: int = 8
-    compile_runs: int = 2  # fresh processes per figure for the Circuit rows (best is kept)
+    compile_runs: int = 3  # fresh processes per figure for the Circuit rows (median is kept)
+    transformer_repeats: tuple[int, ...] = (2, 8, 32)
+    transformer_input: tuple[int, ...] = (2, 16, 256)
+    transformer_runs: int = 1
+    compile_backend: str = "inductor"  # --quick: "aot_eager" (no C++ compiler: seconds)
     compiled_step_rounds: int = 21
     wide_width: int = 512  # the compute-bound compiled step
     wide_batch: int = 256
@@ -76,6 +80,8 @@ QUICK = Sizes(
     memory_runs=1,
     compile_repeats=(1, 2),
     compile_runs=1,
+    transformer_repeats=(1, 2),
+    compile_backend="aot_eager",
     compiled_step_rounds=5,
     wide_width=128,
     wide_batch=32,
@@ -366,7 +372,7 @@ def _checkpoint_gradients(family: str, channels: int, shape: tuple[int, ...]) ->
     def build(variant: str) -> nn.Module:
         return models.build(f"{family}/{variant}", channels=channels, repeats=16)
 
-    return {
+    differences = {
         "Circuit checkpoint=True vs Circuit": models.check_equivalent(
             build("circuit"), build("circuit-checkpoint"), x
         ),
@@ -374,6 +380,11 @@ def _checkpoint_gradients(family: str, channels: int, shape: tuple[int, ...]) ->
             build("hand"), build("circuit-checkpoint"), x
         ),
     }
+    if family == "conv":
+        differences["Circuit checkpoint=2 vs Circuit"] = models.check_equivalent(
+            build("circuit"), build("circuit-checkpoint-pairs"), x
+        )
+    return differences
 
 
 def _checkpoint(ctx: Context, family: str, block: str) -> dict[str, Any]:
@@ -381,6 +392,8 @@ def _checkpoint(ctx: Context, family: str, block: str) -> dict[str, Any]:
         "Circuit": (f"{family}/circuit", None),
         "Circuit checkpoint=True": (f"{family}/circuit-checkpoint", None),
     }
+    if family == "conv":
+        candidates["Circuit checkpoint=2"] = ("conv/circuit-checkpoint-pairs", None)
     if not ctx.sizes.quick:
         candidates["hand-written"] = (f"{family}/hand", None)
         candidates["hand-written, checkpoint per block"] = (f"{family}/hand-checkpoint", None)
@@ -392,6 +405,19 @@ def _checkpoint(ctx: Context, family: str, block: str) -> dict[str, Any]:
     channels = ctx.sizes.conv_input[1]
     rows = _memory_rows(ctx, candidates, {"channels": channels, "repeats": 16}, "train")
     differences = _checkpoint_gradients(family, channels, (2, channels, 16, 16))
+    checks = [
+        check("Circuit checkpoint=True / Circuit (training peak)",
+              rows["Circuit checkpoint=True"]["ratio"], 0.5, "Circuit checkpoint=True"),
+        check("gradients: largest absolute difference to the unchecked Circuit",
+              differences["Circuit checkpoint=True vs Circuit"], 0.0),
+    ]  # fmt: skip
+    if "Circuit checkpoint=2" in rows:
+        checks += [
+            check("Circuit checkpoint=2 / Circuit (training peak)",
+                  rows["Circuit checkpoint=2"]["ratio"], 0.5, "Circuit checkpoint=2"),
+            check("gradients, checkpoint=2: largest absolute difference to the unchecked Circuit",
+                  differences["Circuit checkpoint=2 vs Circuit"], 0.0),
+        ]  # fmt: skip
     return {
         "setup": f"forward, backward, SGD step; 16 residual {block} blocks; input "
         f"{list(ctx.sizes.conv_input)}; peak RSS over two steps above RSS before them, fresh "
@@ -399,13 +425,8 @@ def _checkpoint(ctx: Context, family: str, block: str) -> dict[str, Any]:
         "reference": "Circuit",
         "max_differences": differences,
         "rows": rows,
-        "checks": [
-            check("Circuit checkpoint=True / Circuit (training peak)",
-                  rows["Circuit checkpoint=True"]["ratio"], 0.5, "Circuit checkpoint=True"),
-            check("gradients: largest absolute difference to the unchecked Circuit",
-                  differences["Circuit checkpoint=True vs Circuit"], 0.0),
-        ],
-    }  # fmt: skip
+        "checks": checks,
+    }
 
 
 def bench_checkpoint(ctx: Context) -> dict[str, Any]:
@@ -419,61 +440,94 @@ def bench_checkpoint_convbn(ctx: Context) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # 3. Cold compile time against repeat count; compiled step time.
 
-COMPILE_VARIANTS: dict[str, tuple[str, str]] = {
-    "hand-written, Python loop: torch.compile(fullgraph=True)": ("mlp/hand", "fullgraph"),
-    "hand-written, unrolled: torch.compile(fullgraph=True)": ("mlp/hand-unrolled", "fullgraph"),
-    "Circuit: torch.compile(fullgraph=True)": ("mlp/circuit", "fullgraph"),
-    "Circuit: model.compile()": ("mlp/circuit", "module.compile"),
-}
-EACH_BLOCK = "hand-written, each block .compile()"
-EXTRA_COMPILE_VARIANTS: dict[str, tuple[str, str]] = {
-    "hand-written, nested_compile_region: torch.compile(fullgraph=True)": (
-        "mlp/hand-nested-region",
-        "fullgraph",
-    ),
-    EACH_BLOCK: ("mlp/hand-regional", "each-block"),
-}
+HAND_UNROLLED = "hand-written, unrolled: torch.compile(fullgraph=True)"
+HAND_LOOP = "hand-written: torch.compile(fullgraph=True)"
 CIRCUIT_FULLGRAPH = "Circuit: torch.compile(fullgraph=True)"
 CIRCUIT_REGIONAL = "Circuit: model.compile()"
-QUICK_COMPILE_VARIANTS = (CIRCUIT_FULLGRAPH,)
+CIRCUIT_UNROLLED = "Circuit, regions off: torch.compile(fullgraph=True)"
+EACH_BLOCK = "hand-written, each block .compile()"
+NESTED = "hand-written, nested_compile_region: torch.compile(fullgraph=True)"
+INFERENCE = " [inference]"
+NO_REUSE = "hand-written, unrolled: torch.compile(options={'allow_buffer_reuse': False})"
 TARGET_VARIANTS = (CIRCUIT_FULLGRAPH, CIRCUIT_REGIONAL)
 
 
-def bench_compile(ctx: Context) -> dict[str, Any]:
-    small, large = ctx.sizes.compile_repeats
-    variants = dict(COMPILE_VARIANTS)
-    if ctx.extra:
-        variants.update(EXTRA_COMPILE_VARIANTS)
-    if ctx.sizes.quick:
-        variants = {name: variants[name] for name in QUICK_COMPILE_VARIANTS}
-    runs = {name: ctx.sizes.compile_runs if name in TARGET_VARIANTS else 1 for name in variants}
-    figures: dict[str, dict[int, list[dict[str, Any]]]] = {
-        name: {small: [], large: []} for name in variants
+@dataclass(frozen=True)
+class Variant:
+    """One row of a compile benchmark: a model, how it is compiled, what a process measures."""
+
+    model: str
+    how: str
+    mode: str = "train"
+    extra: bool = False  # only with --extra (the default of a full run)
+
+
+def _compile_variants(family: str) -> dict[str, Variant]:
+    hand = "mlp/hand-unrolled" if family == "mlp" else f"{family}/hand"
+    variants = {
+        HAND_UNROLLED if family == "mlp" else HAND_LOOP: Variant(hand, "fullgraph"),
+        CIRCUIT_FULLGRAPH: Variant(f"{family}/circuit", "fullgraph"),
+        CIRCUIT_REGIONAL: Variant(f"{family}/circuit", "module.compile"),
     }
-    for run in range(max(runs.values())):  # each round visits every variant and size once
-        for name, (model, how) in variants.items():
+    if family == "mlp":  # the hand-written recipes, for comparison (not for the transformer:
+        # each cold compile of it takes a minute here)
+        variants[EACH_BLOCK] = Variant(f"{family}/hand-regional", "each-block", extra=True)
+    if family == "mlp":
+        variants[NESTED] = Variant("mlp/hand-nested-region", "fullgraph", extra=True)
+        variants[HAND_UNROLLED + INFERENCE] = Variant(hand, "fullgraph", "inference")
+        variants[CIRCUIT_FULLGRAPH + INFERENCE] = Variant("mlp/circuit", "fullgraph", "inference")
+    return variants
+
+
+def _compile_growth(
+    ctx: Context,
+    family: str,
+    width: int,
+    shape: list[int],
+    repeats: tuple[int, ...],
+    circuit_runs: int,
+) -> dict[str, Any]:
+    """Cold compile time of every variant at every repeat count, fresh processes, interleaved.
+
+    Each round visits every variant and size once; the Circuit rows get `compile_runs`
+    rounds and the others one. A figure is the median of its processes.
+    """
+    variants = {
+        name: v for name, v in _compile_variants(family).items() if ctx.extra or not v.extra
+    }
+    if ctx.sizes.quick:
+        variants = {name: variants[name] for name in (CIRCUIT_FULLGRAPH, CIRCUIT_REGIONAL)}
+    runs = {name: circuit_runs if name in TARGET_VARIANTS else 1 for name in variants}
+    figures: dict[str, dict[int, list[dict[str, Any]]]] = {
+        name: {r: [] for r in repeats} for name in variants
+    }
+    for run in range(max(runs.values())):
+        for name, v in variants.items():
             if run >= runs[name]:
                 continue
-            for repeats in (small, large):
+            for count in repeats:
                 spec = {
-                    "kind": "compile",
-                    "model": model,
-                    "how": how,
-                    "sizes": {"width": 64, "repeats": repeats},
-                    "input": [ctx.sizes.compile_batch, 64],
-                    "steps": 5,
-                    "explain": how == "fullgraph" and model == "mlp/circuit" and run == 0,
-                }
-                figures[name][repeats].append(measure.in_fresh_process(spec))
+                    "kind": "compile", "model": v.model, "how": v.how, "mode": v.mode,
+                    "backend": ctx.sizes.compile_backend,
+                    "sizes": {"width": width, "repeats": count}, "input": shape, "steps": 5,
+                    "explain": v.how == "fullgraph" and v.model.endswith("circuit") and run == 0,
+                }  # fmt: skip
+                figures[name][count].append(measure.in_fresh_process(spec))
+    small, large = repeats[0], repeats[-1]
     rows: dict[str, dict[str, Any]] = {}
     for name, by_repeats in figures.items():
         errors = [f["error"] for fs in by_repeats.values() for f in fs if "error" in f]
         if errors:
             rows[name] = unavailable(errors[0])
             continue
-        cold = {str(r): min(f["cold_s"] for f in fs) for r, fs in by_repeats.items()}
+        cold = {str(r): statistics.median(f["cold_s"] for f in fs) for r, fs in by_repeats.items()}
+        cpu = {
+            str(r): statistics.median(f["cold_cpu_s"] for f in fs) for r, fs in by_repeats.items()
+        }
         more: dict[str, Any] = {
             "cold_s": cold,
+            "cold_cpu_s": cpu,
+            "cpu_ratio": cpu[str(large)] / cpu[str(small)],
             "cold_runs_s": {str(r): [f["cold_s"] for f in fs] for r, fs in by_repeats.items()},
             "step_s": {str(r): fs[0]["step_s"] for r, fs in by_repeats.items()},
         }
@@ -483,37 +537,53 @@ def bench_compile(ctx: Context) -> dict[str, Any]:
         if breaks:
             more["graph_breaks"] = max(breaks)
         rows[name] = row(cold[str(large)], "s", cold[str(large)] / cold[str(small)], **more)
-    fullgraph = rows.get(CIRCUIT_FULLGRAPH, {})
-    regional = rows.get(CIRCUIT_REGIONAL, {})
+    hand = rows.get(HAND_UNROLLED if family == "mlp" else HAND_LOOP, {})
     growth = f"cold compile at {large} / at {small} repeats"
-    checks = [
-        check(f"Circuit torch.compile(fullgraph=True): {growth}",
-              fullgraph.get("ratio"), 1.5, CIRCUIT_FULLGRAPH),
-        check("Circuit torch.compile(fullgraph=True): graph breaks (torch._dynamo.explain)",
-              fullgraph.get("graph_breaks"), 0),
-    ]  # fmt: skip
-    if regional.get("ratio") is not None:
-        checks.append(
-            check(f"Circuit model.compile(): {growth}",
-                  regional["ratio"], 1.1, CIRCUIT_REGIONAL)
-        )  # fmt: skip
+    checks = []
+    for name in TARGET_VARIANTS:
+        values = rows.get(name, {})
+        checks.append(check(f"{name}: {growth}", values.get("ratio"), 1.5, name))
+        if hand.get("value") and values.get("value"):
+            checks.append(
+                check(f"{name}: cold compile at {large} / hand-written's at {large}",
+                      values["value"] / hand["value"], 0.5)
+            )  # fmt: skip
+    checks.append(
+        check(f"{CIRCUIT_FULLGRAPH}: graph breaks (torch._dynamo.explain)",
+              rows.get(CIRCUIT_FULLGRAPH, {}).get("graph_breaks"), 0)
+    )  # fmt: skip
+    what = "residual MLP" if family == "mlp" else "pre-norm transformer blocks (attention + MLP)"
     return {
-        "setup": f"residual MLP, width 64, input [{ctx.sizes.compile_batch}, 64]; first forward "
-        f"and backward after compiling, fresh process, TORCHINDUCTOR_FORCE_DISABLE_CACHES=1; "
-        f"value = cold seconds at {large} repeats, ratio = at {large} / at {small} repeats; "
-        f"Circuit rows: best of {ctx.sizes.compile_runs} processes, others: 1",
+        "setup": f"{what}, width {width}, input {shape}; first forward and backward after "
+        "compiling ([inference]: first no_grad forward, eval mode), fresh process, "
+        "TORCHINDUCTOR_FORCE_DISABLE_CACHES=1; value = cold seconds at "
+        f"{large} repeats, ratio = at {large} / at {small} repeats; Circuit rows: median of "
+        f"{circuit_runs} processes, others: 1; backend {ctx.sizes.compile_backend}",
         "reference": f"the same model at {small} repeats",
-        "repeats": [small, large],
+        "repeats": list(repeats),
         "rows": rows,
         "checks": checks,
     }
+
+
+def bench_compile(ctx: Context) -> dict[str, Any]:
+    s = ctx.sizes
+    return _compile_growth(ctx, "mlp", 64, [s.compile_batch, 64], s.compile_repeats, s.compile_runs)
+
+
+def bench_compile_transformer(ctx: Context) -> dict[str, Any]:
+    s = ctx.sizes
+    return _compile_growth(
+        ctx, "transformer", 256, list(s.transformer_input), s.transformer_repeats,
+        s.transformer_runs,
+    )  # fmt: skip
 
 
 def bench_compiled_step(ctx: Context) -> dict[str, Any]:
     return _compiled_step(
         ctx,
         64,
-        ctx.sizes.compile_repeats[1],
+        ctx.sizes.compile_repeats[-1],
         ctx.sizes.compile_batch,
         ctx.sizes.compiled_step_rounds,
         20,
@@ -531,8 +601,7 @@ def _compiled_step(
     spec = {
         "kind": "timing",
         "candidates": [
-            {"label": "hand-written, unrolled: torch.compile(fullgraph=True)",
-             "model": "mlp/hand-unrolled", "how": "fullgraph"},
+            {"label": HAND_UNROLLED, "model": "mlp/hand-unrolled", "how": "fullgraph"},
             {"label": CIRCUIT_FULLGRAPH, "model": "mlp/circuit", "how": "fullgraph"},
             {"label": CIRCUIT_REGIONAL, "model": "mlp/circuit", "how": "module.compile"},
         ],
@@ -544,9 +613,10 @@ def _compiled_step(
         "warmup": 3,
     }  # fmt: skip
     if ctx.extra:
-        spec["candidates"].append(
-            {"label": EACH_BLOCK, "model": "mlp/hand-regional", "how": "each-block"}
-        )
+        spec["candidates"] += [
+            {"label": EACH_BLOCK, "model": "mlp/hand-regional", "how": "each-block"},
+            {"label": NO_REUSE, "model": "mlp/hand-unrolled", "how": "fullgraph-no-reuse"},
+        ]
     result = measure.in_fresh_process(spec)
     if "error" in result:
         rows = {name["label"]: unavailable(result["error"]) for name in spec["candidates"]}
@@ -556,7 +626,7 @@ def _compiled_step(
         "setup": f"residual MLP, width {width}, {repeats} repeats, input [{batch}, {width}]; "
         "compiled training step (forward, backward, eager SGD step), 1 thread, one process, "
         f"{rounds} interleaved rounds of {calls} steps",
-        "reference": "hand-written, unrolled: torch.compile(fullgraph=True)",
+        "reference": HAND_UNROLLED,
         "rows": rows,
         "checks": [
             check("Circuit torch.compile(fullgraph=True) / unrolled hand-written compile",
@@ -664,6 +734,7 @@ BENCHMARKS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "checkpoint": bench_checkpoint,
     "checkpoint_convbn": bench_checkpoint_convbn,
     "compile": bench_compile,
+    "compile_transformer": bench_compile_transformer,
     "compiled_step": bench_compiled_step,
     "compiled_step_compute_bound": bench_compiled_step_compute_bound,
     "build": bench_build,
@@ -717,6 +788,8 @@ def print_benchmark(name: str, result: dict[str, Any]) -> None:
         extra = values.get("error") or ""
         if "cold_s" in values:
             extra = "cold " + ", ".join(f"{r}: {s:.1f} s" for r, s in values["cold_s"].items())
+            if "cpu_ratio" in values:
+                extra += f"; CPU-time ratio {values['cpu_ratio']:.3f}"
             if "graph_breaks" in values:
                 extra += f"; graph breaks {values['graph_breaks']}"
         print(f"   {label:<64} {_format_value(values):>13} {ratio_text:>9}  {extra}")
@@ -757,6 +830,12 @@ def markdown(report: dict[str, Any]) -> str:
                 note = "cold " + ", ".join(
                     f"{r} repeats: {t:.1f} s" for r, t in values["cold_s"].items()
                 )
+                if "cold_cpu_s" in values:
+                    note += (
+                        "; CPU time "
+                        + ", ".join(f"{t:.1f}" for t in values["cold_cpu_s"].values())
+                        + f" s (ratio {values['cpu_ratio']:.3f})"
+                    )
                 if "graph_breaks" in values:
                     note += f"; graph breaks: {values['graph_breaks']}"
             if "raw_peak_kib" in values:

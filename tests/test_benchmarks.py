@@ -36,6 +36,7 @@ BENCHMARKS = {
     "checkpoint",
     "checkpoint_convbn",
     "compile",
+    "compile_transformer",
     "compiled_step",
     "compiled_step_compute_bound",
     "build",

@@ -434,3 +434,10 @@ def test_a_registered_subclass_records_its_own_arguments() -> None:
     assert Circuit(Sub(2)).to_config()["layers"] == [{"cfg.Sub": {"width": 2}}]
     with pytest.raises(ValueError, match="is not registered"):
         Circuit(Unregistered(2)).to_config()
+
+
+def test_checkpoint_segments_round_trip() -> None:
+    model = Circuit(StartBlock("b", num_repeats=4, checkpoint=2), nn.Linear(4, 4), EndBlock("b"))
+    rebuilt, config = round_trip(model)
+    assert config["layers"][0] == {"StartBlock": {"name": "b", "num_repeats": 4, "checkpoint": 2}}
+    assert rebuilt.b.node.checkpoint == 2

@@ -254,7 +254,7 @@ def test_entry_errors(layers: list[Any], error: type[Exception], message: str) -
         (
             [{"StartBlock": {"name": "b", "checkpoint": "yes"}}, {"EndBlock": "b"}],
             TypeError,
-            r"^layers: .* checkpoint must be True or False",
+            r"^layers: .* checkpoint must be True, False or a positive int",
         ),
         (
             [{"StartBlock": "b"}, "ReLU"],

@@ -684,3 +684,35 @@ def test_a_pop_in_a_circuit_without_any_push() -> None:
         ),
     ):
         Circuit(GetInput("x", pop=True))
+
+
+def test_checkpoint_segments_of_a_block_that_outputs_are_refused() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "StartBlock('b', num_repeats=4, checkpoint=2) at position 0: its repeats push, "
+            "pop or record outputs, which a checkpoint segment of several repeats cannot hand"
+        ),
+    ):
+        Circuit(StartBlock("b", num_repeats=4, checkpoint=2), lin(), Output("h"), EndBlock("b"))
+
+
+def test_blocks_that_output_or_pop_compile_unrolled_and_say_why() -> None:
+    from torch_circuit.regions import explain
+
+    model = Circuit(
+        StartBlock("d", num_repeats=2),
+        SaveInput("s", push=True),
+        lin(),
+        EndBlock("d"),
+        StartBlock("u", num_repeats=2),
+        GetInput("s", pop=True),
+        Output("h"),
+        EndBlock("u"),
+    ).eval()
+    with torch.no_grad():
+        reasons = explain(model)
+    assert reasons == {
+        "d": "unrolled: its repeats push, pop or record outputs, which they hand on one by one",
+        "u": "unrolled: its repeats push, pop or record outputs, which they hand on one by one",
+    }

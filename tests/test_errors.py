@@ -87,7 +87,7 @@ def test_num_repeats_must_be_an_int(repeats: object) -> None:
         Circuit(StartBlock("b", num_repeats=repeats), lin(), EndBlock("b"))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("flag", ["share_weights", "checkpoint"])
+@pytest.mark.parametrize("flag", ["share_weights"])  # checkpoint: tests/test_checkpoint.py
 def test_block_flags_must_be_bools(flag: str) -> None:
     with pytest.raises(TypeError, match=rf"at position 0: {flag} must be True or False, got 'yes'"):
         Circuit(StartBlock("b", **{flag: "yes"}), lin(), EndBlock("b"))  # type: ignore[arg-type]

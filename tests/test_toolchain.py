@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock, regions
 
 
 def half_residual(current: Tensor, saved: Tensor) -> Tensor:
@@ -145,19 +145,20 @@ def view(x: Tensor) -> Tensor:
 
 
 ALIASING: dict[str, Callable[[], Circuit]] = {
-    # A skip saved right before a block: repeat 0 gets the same tensor as input and as skip.
+    # A skip saved right before a block: repeat 0 gets the same tensor as input and as skip
+    # (the shared repro's "save_before_block").
     "save_before_block": lambda: Circuit(
         SaveInput("r"),
-        StartBlock("b", num_repeats=2),
+        StartBlock("b", num_repeats=3),
         nn.Linear(4, 4),
         GetInput("r"),
         EndBlock("b"),
     ),
-    # The block's input is a view of the skip it reads.
+    # The block's input is a view of the skip it reads (the repro's "view_of_skip").
     "view_of_skip": lambda: Circuit(
         SaveInput("r"),
         view,
-        StartBlock("b", num_repeats=2),
+        StartBlock("b", num_repeats=3),
         nn.Linear(4, 4),
         GetInput("r"),
         EndBlock("b"),
@@ -173,6 +174,27 @@ ALIASING: dict[str, Callable[[], Circuit]] = {
         EndBlock("b"),
         nn.Linear(4, 4),
     ),
+    # A repeat that returns the outer skip itself.
+    "returns_skip": lambda: Circuit(
+        nn.Linear(4, 4),
+        SaveInput("r"),
+        nn.Tanh(),
+        StartBlock("b", num_repeats=3),
+        nn.Linear(4, 4),
+        GetInput("r", op=lambda current, saved: saved),
+        EndBlock("b"),
+    ),
+    # Two skips holding the same tensor, both read in the block.
+    "two_names_one_tensor": lambda: Circuit(
+        nn.Linear(4, 4),
+        SaveInput("a"),
+        SaveInput("b"),
+        StartBlock("blk", num_repeats=3),
+        nn.Linear(4, 4),
+        GetInput("a"),
+        GetInput("b", op="mul"),
+        EndBlock("blk"),
+    ),
 }
 
 
@@ -186,6 +208,31 @@ def test_compile_fullgraph_with_aliased_inputs_and_outputs(name: str) -> None:
     with torch.no_grad():
         assert_same(compiled(x), model(x))
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", ALIASING)
+def test_compile_regions_with_aliasing_train_bit_for_bit_like_eager(name: str) -> None:
+    torch.manual_seed(0)
+    eager = ALIASING[name]()
+    traced = copy.deepcopy(eager)
+    regions.allow_in_training(traced)  # aot_eager has no Inductor buffer reuse to avoid
+    expected_region = name != "two_names_one_tensor"  # two outer skips: unrolled
+    assert (set(regions.explain(traced).values()) == {"region"}) is expected_region
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    y = x.detach().clone().requires_grad_()
+    expected = eager(x)
+    expected.square().sum().backward()
+    torch._dynamo.reset()
+    output = torch.compile(traced, fullgraph=True, backend="aot_eager")(y)
+    output.square().sum().backward()
+    torch._dynamo.reset()
+    assert_same(output, expected)
+    assert_same(y.grad, x.grad)  # type: ignore[arg-type]
+    for (key, p), q in zip(eager.named_parameters(), traced.parameters(), strict=True):
+        if p.grad is None:  # "returns_skip": the block's layers do not reach the output
+            assert q.grad is None, key
+        else:
+            assert q.grad is not None and torch.equal(q.grad, p.grad), key
 
 
 def test_compile_checkpointed_block_trains_like_eager() -> None:

@@ -8,7 +8,6 @@ runs its repeats on `x` alone.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -20,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from .nodes import BlockNode, Immutable, Source
 from .plan import BlockPlan, Port
 from .program import add_context, give, plain, run, spread, take
+from .repeats import recompute_options, run_repeats
 from .scope import Repeat, describe_needs, layered_repr
 
 __all__ = ["Block", "Exchange", "exchange_of"]
@@ -197,13 +197,15 @@ class Block(nn.Module):
         if self._exchange is not None or len(args) != self._num_captures:
             return self._exchanging(x, args)
         modules = self._modules
-        checkpointed = self._node.checkpoint
+        compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+        if self._node.checkpoint or compiling:
+            # Checkpoint segments, and compiled regions: `repeats.run_repeats` (issue 13).
+            repeats = [(index, modules[key]) for index, key in self._runs]
+            return run_repeats(self._node, repeats, x, args, self._where)  # type: ignore[arg-type]
         for index, key in self._runs:
             repeat: Any = modules[key]
             try:
-                if checkpointed:
-                    x = checkpoint(repeat, x, *args, use_reentrant=False, **_recompute(repeat))
-                elif type(repeat) is Repeat and not repeat._lists and plain(repeat):
+                if type(repeat) is Repeat and not repeat._lists and plain(repeat):
                     # What repeat(x, *args) would do, three frames shallower.
                     frame = [*args, *([None] * repeat._num_locals)]
                     x = run(repeat._steps, repeat._modules, x, frame)
@@ -242,7 +244,8 @@ class Block(nn.Module):
             if self._node.checkpoint:
                 function = _with_list(repeat, self._num_captures, args)
                 flat = (*args[: self._num_captures], *_handed(args, self._num_captures))
-                return checkpoint(function, x, *flat, use_reentrant=False, **_recompute(repeat))
+                options = recompute_options([repeat])
+                return checkpoint(function, x, *flat, use_reentrant=False, **options)
             if type(repeat) is Repeat and plain(repeat):  # as repeat(x, *args), shallower
                 frame = repeat.open_frame(args)
                 return repeat.close_frame(run(repeat._steps, repeat._modules, x, frame), frame)
@@ -307,32 +310,6 @@ def _ranges(indices: Sequence[int]) -> str:
     if len(indices) == 1:
         return f"repeat {indices[0]}"
     return f"repeats {indices[0]}-{indices[-1]}"
-
-
-def _recompute(module: nn.Module) -> dict[str, Any]:
-    """Checkpoint options that undo a recompute's buffer updates (BatchNorm statistics).
-
-    The forward pass already updated the buffers once; the recompute during backward must not
-    update them again. Under `torch.compile` the recompute is functional and leaves them be.
-    """
-    if torch.compiler.is_compiling() or next(module.buffers(), None) is None:
-        return {}
-
-    def contexts() -> tuple[contextlib.AbstractContextManager[None], ...]:
-        return contextlib.nullcontext(), _restoring_buffers(module)
-
-    return {"context_fn": contexts}
-
-
-@contextlib.contextmanager
-def _restoring_buffers(module: nn.Module) -> Iterator[None]:
-    saved = [(buffer, buffer.clone()) for buffer in module.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
 
 
 def _handed(args: Sequence[Any], num_captures: int) -> list[Any]:

@@ -14,6 +14,7 @@ from .diagram.draw import visualize
 from .diagram.text import to_dot, to_mermaid
 from .nodes import InputNode
 from .program import run
+from .regions import compile_in_place
 from .resolve import plan_circuit
 from .scope import Repeat, Scope
 from .summary import summary
@@ -151,32 +152,16 @@ class Circuit(Scope):
         ]
         return f"Circuit.forward({', '.join(parts)})"
 
-    def compile(self, *args: Any, **kwargs: Any) -> None:
-        """Compile in place, one repeated block body at a time (regional compilation).
+    def compile(self, **kwargs: Any) -> None:
+        """Compile in place as one graph, each repeated block's body traced and compiled once.
 
-        If the circuit has top-level blocks with `num_repeats > 1`, each of their repeats
-        is compiled with `torch.compile(*args, **kwargs)`; repeats of one block share their
-        compiled code, so compile time stays flat as `num_repeats` grows. Other top-level
-        layers then run eagerly, and a nested `Circuit` among them compiles itself by the
-        same rule. A circuit without repeated top-level blocks is compiled whole, like any
-        module.
-
-        Use `torch.compile(model)` instead to compile the whole model as one graph.
+        Like `torch.compile(model, **kwargs)`, but every block runs as one nested compile
+        region in training too, so cold compile time stays nearly flat as `num_repeats` grows
+        while the step runs as fast as the unrolled compile. With Inductor this compile turns
+        off Inductor's buffer reuse (`allow_buffer_reuse=False`), which the regions need for
+        correct gradients; `torch_circuit.regions.explain(model)` says how each block runs.
         """
-        repeated = [
-            module
-            for module in self._modules.values()
-            if isinstance(module, Block) and module.num_repeats > 1
-        ]
-        if not repeated:
-            super().compile(*args, **kwargs)
-            return
-        for block in repeated:
-            for repeat in dict.fromkeys(block):  # a shared repeat is compiled once
-                repeat.compile(*args, **kwargs)
-        for module in self._modules.values():
-            if isinstance(module, Circuit):
-                module.compile(*args, **kwargs)
+        compile_in_place(self, **kwargs)  # issue 13: see torch_circuit.regions
 
     # Drawing and summaries live in their own modules (matplotlib is imported only when a
     # figure is drawn); each is documented once, there, and used here as a method.

@@ -288,10 +288,14 @@ class StartBlock:
         checkpoint: if `True`, each repeat's activations are recomputed during backward
             instead of kept (`torch.utils.checkpoint` with `use_reentrant=False`),
             trading compute for memory; BatchNorm running statistics are updated once.
+            An int `k` checkpoints segments of `k` repeats instead (the last one may be
+            shorter): only each segment's input is kept, and one segment is recomputed at a
+            time. `True` is `k=1`; gradients are those of the unchecked block either way.
 
     Examples:
         >>> StartBlock("stage", num_repeats=3)
         >>> StartBlock("layer", num_repeats=12, checkpoint=True)
+        >>> StartBlock("layer", num_repeats=12, checkpoint=2)  # 6 segments of 2 repeats
     """
 
     def __init__(
@@ -299,7 +303,7 @@ class StartBlock:
         name: str,
         num_repeats: int = 1,
         share_weights: bool = False,
-        checkpoint: bool = False,
+        checkpoint: bool | int = False,
     ) -> None:
         self.name = name
         self.num_repeats = num_repeats
@@ -307,9 +311,9 @@ class StartBlock:
         self.checkpoint = checkpoint
 
     def __repr__(self) -> str:
-        extra = "".join(
-            f", {flag}=True" for flag in ("share_weights", "checkpoint") if getattr(self, flag)
-        )
+        extra = ", share_weights=True" if self.share_weights is True else ""
+        if self.checkpoint is not False:
+            extra += f", checkpoint={self.checkpoint!r}"
         return f"StartBlock({self.name!r}, num_repeats={self.num_repeats!r}{extra})"
 
 

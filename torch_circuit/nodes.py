@@ -147,7 +147,7 @@ class BlockNode(Immutable):
     name: str
     num_repeats: int
     share_weights: bool
-    checkpoint: bool
+    checkpoint: int  # repeats per checkpoint segment; 0: not checkpointed
     body: tuple[Node, ...]
 
     def repeat_key(self, repeat: int) -> str:

@@ -7,7 +7,6 @@ registers no module anywhere, so a failed construction leaves the user's objects
 
 from __future__ import annotations
 
-import inspect
 import keyword
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,17 +14,23 @@ from typing import Any
 
 from torch import nn
 
+from .checks import (
+    MARKERS,
+    check_flag,
+    check_module_arg,
+    check_name,
+    check_no_hidden_markers,
+    check_per_repeat,
+    check_read,
+    checkpoint_segment,
+)
 from .markers import EndBlock, GetInput, LambdaLayer, Output, PerRepeat, SaveInput, StartBlock
-from .ops import BINARY_OPS, NAMED_OPS, op_name
 
 __all__ = ["MAX_NESTING", "RawBlock", "RawItem", "RawLayer", "parse", "parse_inputs"]
 
 MAX_NESTING = 200
 """How deeply blocks may nest. Every part of the library (building, forward and backward,
 `repr`, summaries, diagrams) works this deep at Python's default recursion limit."""
-
-_MARKERS = (SaveInput, GetInput, Output, StartBlock, EndBlock, PerRepeat)
-_MODULE_MARKERS = (SaveInput, GetInput, Output)
 
 
 @dataclass
@@ -45,7 +50,8 @@ class RawBlock:
     marker: StartBlock
     body: list[RawItem] = field(default_factory=list)
     end: int = -1
-    shared: bool = False  # this block or an enclosing one shares weights
+    shared: str | None = None  # the block sharing weights around here (this one or outer)
+    checkpoint: int = 0  # repeats per checkpoint segment; 0: not checkpointed
 
 
 RawItem = RawLayer | RawBlock
@@ -206,21 +212,6 @@ def _identifier_like(name: str) -> str:
     return cleaned
 
 
-def _check_name(marker: Any, position: int) -> None:
-    name = marker.name
-    kind = type(marker).__name__
-    if not isinstance(name, str):
-        raise TypeError(
-            f"{kind} at position {position} has the name {name!r} ({type(name).__name__}); "
-            f"names must be strings, e.g. {kind}('residual')."
-        )
-    if not name:
-        raise ValueError(
-            f"{kind} at position {position} has an empty name; "
-            f"give it one, e.g. {kind}('residual')."
-        )
-
-
 def _check_output(output: Output, position: int, outputs: dict[str, int]) -> None:
     name = output.name
     if name in outputs:
@@ -237,7 +228,7 @@ def _check_output(output: Output, position: int, outputs: dict[str, int]) -> Non
 def _start(
     marker: StartBlock, position: int, scopes: list[_Open], reserved: frozenset[str]
 ) -> RawBlock:
-    _check_name(marker, position)
+    check_name(marker, position)
     repeats = marker.num_repeats
     if isinstance(repeats, bool) or not isinstance(repeats, int):
         raise TypeError(
@@ -249,12 +240,12 @@ def _start(
             f"{marker!r} at position {position}: num_repeats must be a positive int, got "
             f"{repeats}; use num_repeats=1 for a block that runs once, or remove the block."
         )
-    for flag in ("share_weights", "checkpoint"):
-        value = getattr(marker, flag)
-        if not isinstance(value, bool):
-            raise TypeError(
-                f"{marker!r} at position {position}: {flag} must be True or False, got {value!r}."
-            )
+    if not isinstance(marker.share_weights, bool):
+        raise TypeError(
+            f"{marker!r} at position {position}: share_weights must be True or False, got "
+            f"{marker.share_weights!r}."
+        )
+    segment = checkpoint_segment(marker, position)
     depth = len(scopes)  # the open scopes, the top level included
     if depth > MAX_NESTING:
         raise ValueError(
@@ -272,12 +263,14 @@ def _start(
             )
     _claim(scopes[-1], marker.name, "block", position, reserved, marker)
     enclosing = scopes[-1].block
-    shared = marker.share_weights or (enclosing is not None and enclosing.shared)
-    return RawBlock(position, marker, shared=shared)
+    shared = marker.name if marker.share_weights else None
+    if shared is None and enclosing is not None:
+        shared = enclosing.shared
+    return RawBlock(position, marker, shared=shared, checkpoint=segment)
 
 
 def _check_end(marker: EndBlock, position: int, scopes: list[_Open]) -> None:
-    _check_name(marker, position)
+    check_name(marker, position)
     innermost = scopes[-1].block
     if innermost is None:
         raise ValueError(
@@ -298,8 +291,10 @@ def _check_end(marker: EndBlock, position: int, scopes: list[_Open]) -> None:
 def _check_item(
     item: Any, position: int, opaque: tuple[type[nn.Module], ...], scopes: list[_Open]
 ) -> nn.Module | PerRepeat:
+    block = scopes[-1].block
+    shared = None if block is None else block.shared
     if isinstance(item, type):
-        if issubclass(item, _MARKERS):
+        if issubclass(item, MARKERS):
             raise TypeError(
                 f"position {position} is the class {item.__name__} itself, not a marker; "
                 f"call it with a name, e.g. {item.__name__}('name')."
@@ -309,21 +304,21 @@ def _check_item(
             f"pass an instance, e.g. {item.__name__}(...)."
         )
     if isinstance(item, SaveInput):
-        _check_name(item, position)
-        _check_module_arg(item, "transform", position, scopes)
-        _check_flag(item, "push", position)
+        check_name(item, position)
+        check_module_arg(item, "transform", position, shared)
+        check_flag(item, "push", position)
         return item
     if isinstance(item, GetInput):
-        _check_read(item, position, scopes)
+        check_read(item, position, shared)
         return item
     if isinstance(item, Output):
-        _check_name(item, position)
+        check_name(item, position)
         return item
     if isinstance(item, PerRepeat):
-        _check_per_repeat(item, position, scopes)
+        check_per_repeat(item, position, shared)
         return item
     if isinstance(item, nn.Module):
-        _check_no_hidden_markers(item, position, opaque)
+        check_no_hidden_markers(item, position, opaque)
         return item
     if callable(item):
         return LambdaLayer(item)
@@ -331,161 +326,3 @@ def _check_item(
         f"position {position} is {item!r} ({type(item).__name__}), which is neither an "
         "nn.Module, a marker nor a callable; pass a layer, a marker, or a function of one tensor."
     )
-
-
-def _check_no_hidden_markers(
-    module: nn.Module, position: int, opaque: tuple[type[nn.Module], ...]
-) -> None:
-    """Markers only work in a circuit's own list, not inside another container."""
-    if isinstance(module, opaque):
-        return
-    stack = [("", module)]
-    while stack:
-        prefix, parent = stack.pop()
-        for name, child in parent.named_children():
-            if isinstance(child, _MODULE_MARKERS):
-                kind = type(parent).__name__
-                raise TypeError(
-                    f"position {position} is a {type(module).__name__} holding "
-                    f"{child!r} (as {prefix}{name}); markers only work in the Circuit's own "
-                    f"list, not inside a {kind}. Splice the container's items in with *, "
-                    f"e.g. Circuit(*{kind.lower()}), or pass the layers themselves."
-                )
-            if not isinstance(child, opaque):
-                stack.append((f"{prefix}{name}.", child))
-
-
-def _check_flag(marker: Any, flag: str, position: int) -> None:
-    value = getattr(marker, flag)
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"{type(marker).__name__}({marker.name!r}) at position {position}: {flag} must be "
-            f"True or False, got {value!r}."
-        )
-
-
-def _check_module_arg(
-    marker: SaveInput | GetInput, argument: str, position: int, scopes: list[_Open]
-) -> None:
-    """`transform=` (or a module `op=`) must be a real layer: a module, not a marker; or a
-    `PerRepeat` building one per repeat."""
-    value = getattr(marker, argument)
-    shown = f"{type(marker).__name__}({marker.name!r})"
-    if isinstance(value, PerRepeat):
-        _check_per_repeat(value, position, scopes)
-        return
-    if isinstance(value, _MARKERS) or (isinstance(value, type) and issubclass(value, _MARKERS)):
-        raise TypeError(
-            f"{shown} at position {position} has {argument}={value!r}, a marker; markers "
-            "only work in the layer list. Pass a module (e.g. nn.Conv2d(64, 128, 1)) or a "
-            "function instead."
-        )
-    if argument == "transform" and value is not None and not isinstance(value, nn.Module):
-        raise TypeError(
-            f"{shown} at position {position} has transform={value!r}, which is not an "
-            "nn.Module; pass a module such as nn.Conv2d(64, 128, 1), or wrap a function as "
-            "LambdaLayer(fn)."
-        )
-
-
-def _check_read(marker: GetInput, position: int, scopes: list[_Open]) -> None:
-    names = marker.name
-    if isinstance(names, tuple):
-        _check_names(marker, names, position)
-    else:
-        _check_name(marker, position)
-    _check_flag(marker, "pop", position)
-    _check_module_arg(marker, "transform", position, scopes)
-    _check_module_arg(marker, "op", position, scopes)
-    if not isinstance(marker.op, PerRepeat):
-        _check_op(marker, position)
-
-
-def _check_names(marker: GetInput, names: tuple[Any, ...], position: int) -> None:
-    if not names:
-        raise ValueError(
-            f"GetInput(()) at position {position} reads no name; name one, "
-            "GetInput('residual'), or several, GetInput(('k', 'v'), op=f)."
-        )
-    for name in names:
-        if not isinstance(name, str) or not name:
-            raise TypeError(
-                f"GetInput({names!r}) at position {position} names {name!r}; names must be "
-                "non-empty strings, e.g. GetInput(('k', 'v'), op=f)."
-            )
-    if len(names) > 1 and marker.transform is not None:
-        raise ValueError(
-            f"GetInput({names!r}) at position {position} has a transform, which applies to "
-            "one saved tensor; read the name alone with its transform, or give the "
-            "transform its own SaveInput(..., transform=...)."
-        )
-    if len(names) > 1 and marker.pop is True:
-        raise ValueError(
-            f"GetInput({names!r}, pop=True) at position {position} pops several stacks; "
-            "a pop takes one tensor off one stack: pop each name with its own GetInput."
-        )
-
-
-def _check_op(marker: GetInput, position: int) -> None:
-    op = marker.op
-    shown = f"GetInput({marker.name!r})"
-    if isinstance(op, str):
-        raise ValueError(
-            f"{shown} at position {position} has op={op!r}, which is not one of "
-            f"{sorted(NAMED_OPS)}; pass one of those or a callable (current, saved) -> Tensor."
-        )
-    if isinstance(op, type) or not callable(op):
-        raise TypeError(
-            f"{shown} at position {position} has op={op!r}, which is not callable; pass a "
-            "callable (current, saved) -> Tensor such as torch.add, or one of "
-            f"{sorted(NAMED_OPS)}."
-        )
-    count = len(marker.names)
-    if count > 1 and any(op is binary for binary in BINARY_OPS):
-        raise ValueError(
-            f"{shown} at position {position} reads {count} names with op={op_name(op)}, which "
-            f"combines two tensors; pass an op taking the current tensor and {count} values, "
-            "e.g. op=lambda x, k, v: attention(x, k, v)."
-        )
-    _check_arity(op, 1 + count, shown, position)
-
-
-def _check_arity(op: Any, count: int, shown: str, position: int) -> None:
-    """Refuse an op that can be seen to take a different number of positional arguments;
-    silent where its signature cannot be read (built-in functions)."""
-    target = op.forward if isinstance(op, nn.Module) else op
-    try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*range(count))
-    except TypeError:
-        saved = "the saved tensor" if count == 2 else f"{count - 1} saved values"
-        parameters = ", ".join(
-            str(p.replace(annotation=inspect.Parameter.empty))
-            for p in signature.parameters.values()
-        )
-        raise TypeError(
-            f"{shown} at position {position} has op={op_name(op)}({parameters}), which cannot "
-            f"take {count} arguments; an op receives the current tensor, then {saved}: "
-            "e.g. lambda current, saved: current + saved."
-        ) from None
-
-
-def _check_per_repeat(marker: PerRepeat, position: int, scopes: list[_Open]) -> None:
-    factory = marker.factory
-    if not callable(factory):
-        raise TypeError(
-            f"PerRepeat at position {position} has the factory {factory!r}, which is not "
-            "callable; pass a function (index, count) -> nn.Module, e.g. "
-            "PerRepeat(lambda i, n: nn.Dropout(0.1 * i / n))."
-        )
-    block = scopes[-1].block
-    if block is not None and block.shared:
-        raise ValueError(
-            f"{marker!r} at position {position} is inside a block whose repeats share weights "
-            f"(block {block.marker.name!r} or one around it): one set of modules runs every "
-            "repeat, so there is no per-repeat layer to build. Use share_weights=False, or "
-            "move the layer out of the block."
-        )

@@ -274,9 +274,15 @@ class _Resolver:
             name=marker.name,
             num_repeats=marker.num_repeats,
             share_weights=marker.share_weights,
-            checkpoint=marker.checkpoint,
+            checkpoint=raw.checkpoint,
             body=body.nodes,
         )
+        if raw.checkpoint > 1 and (body.port.stacks or body.port.outputs):
+            raise ValueError(
+                f"{marker!r} at position {raw.position}: its repeats push, pop or record "
+                "outputs, which a checkpoint segment of several repeats cannot hand on; "
+                "checkpoint each repeat (checkpoint=True) instead."
+            )
         port = _chain(body.port, marker.num_repeats)
         takes, gives = [], []
         for name, count_in, count_out in port.stacks:

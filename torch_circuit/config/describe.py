@@ -130,10 +130,10 @@ class DocumentDescriber(EntryDescriber):
         start: dict[str, Any] = {"name": node.name}
         if node.num_repeats != 1:
             start["num_repeats"] = node.num_repeats
-        for option in ("share_weights", "checkpoint"):
-            value = getattr(node, option)
-            if value is not False:  # passed through as given (checkpoint may be a number)
-                start[option] = value
+        if node.share_weights:
+            start["share_weights"] = True
+        if node.checkpoint:  # repeats per segment: True for one, else the number
+            start["checkpoint"] = True if node.checkpoint == 1 else node.checkpoint
         out.append({"StartBlock": start if len(start) > 1 else node.name})
         self.check_hooks(block, f"block {node.name!r}")
         self.blocks.append(node.name)
