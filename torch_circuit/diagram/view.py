@@ -27,6 +27,8 @@ from ..nodes import (
     Frame,
     InputNode,
     Node,
+    ReadNode,
+    SaveNode,
     Structured,
     Visit,
     walk,
@@ -39,6 +41,7 @@ __all__ = [
     "block_declarations",
     "check_drawable",
     "drawn_size",
+    "represented",
     "resolve_expanded",
     "view_walk",
 ]
@@ -95,6 +98,7 @@ def view_walk(circuit: Structured, expand: Expand) -> Iterator[Event]:
     originals = {block.position: block for block in block_declarations(circuit.nodes)}
     viewed = _Viewed(circuit, _one_repeat_when_folded(circuit.nodes, expand))
     drawn: dict[str, Frame] = {}  # a frame's id in the walk -> the frame as drawn
+    stacks = _Stacks()
     for event in walk(viewed, folded=False):
         if isinstance(event, Enter):
             frame = event.frame
@@ -107,9 +111,48 @@ def view_walk(circuit: Structured, expand: Expand) -> Iterator[Event]:
         elif isinstance(event, Exit):
             yield Exit(drawn[event.frame.id])
         elif isinstance(event, Visit):
-            yield dataclasses.replace(event, frames=tuple(drawn[f.id] for f in event.frames))
+            frames = tuple(drawn[f.id] for f in event.frames)
+            yield stacks.pair(dataclasses.replace(event, frames=frames))
         else:
             yield event
+
+
+class _Stacks:
+    """The pushes and pops of a view that folds some blocks, paired as the real stacks pair
+    them: a push drawn in a folded frame stands for one push per repeat of it, and a pop
+    there takes as many, so a folded decoder's pop joins every push of an expanded encoder
+    that it takes (and each pop of an expanded decoder the one folded push)."""
+
+    def __init__(self) -> None:
+        self.stacks: dict[str, list[tuple[str, int]]] = {}  # name -> (push path, runs left)
+
+    def pair(self, visit: Visit) -> Visit:
+        node, runs = visit.node, represented(visit)
+        if isinstance(node, SaveNode) and node.push:
+            self.stacks.setdefault(node.name, []).append((visit.path, runs))
+        elif isinstance(node, ReadNode) and node.pop:
+            stack = self.stacks.get(node.name, [])
+            taken: list[str] = []
+            while runs and stack:
+                path, left = stack.pop()
+                took = min(runs, left)
+                taken.append(path)
+                runs -= took
+                if left > took:
+                    stack.append((path, left - took))
+            if taken:
+                return dataclasses.replace(visit, sources=tuple(dict.fromkeys(taken)))
+        return visit
+
+
+def represented(visit: Visit) -> int:
+    """How many runs the drawn `visit` stands for: one per repeat of each folded frame
+    around it (1 outside folded frames)."""
+    count = 1
+    for frame in visit.frames:
+        if frame.repeat is None:
+            count *= frame.node.num_repeats
+    return count
 
 
 @dataclass(frozen=True)
