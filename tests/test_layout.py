@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from _diagrams import circuits, models, nested
+from _diagrams import circuits, input_shapes, models, nested
 from _rules import check_rules, lanes_by_column
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -305,12 +305,17 @@ def test_malformed_input_shapes_are_rejected(shape: Any, error: type, message: s
 @given(model=circuits(), folded=st.booleans(), height=st.sampled_from([None, 3.0]))
 def test_random_circuits_follow_the_rules(model: Circuit, folded: bool, height: float) -> None:
     layout = layout_circuit(
-        model, show_repeats=folded, input_shape=(2, 3), max_column_height=height
+        model,
+        show_repeats=folded,
+        input_shape=(2, 3),
+        input_shapes=input_shapes(model),
+        max_column_height=height,
     )
     check_rules(layout)
-    reads = [b for b in layout.boxes if b.kind == "merge"]
+    reads = {b.id: layout.graph.read_of(b.id).slots for b in layout.boxes if b.kind == "merge"}
     targets = [t for e in layout.edges if e.kind == "skip" for t in e.targets]
-    assert sorted(targets) == sorted(b.id for b in reads)  # every read is reached by its skip
+    # Every read is reached by its skips, one for each value it takes.
+    assert sorted(targets) == sorted(node for node, slots in reads.items() for _ in range(slots))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -324,9 +329,10 @@ def test_random_views_of_random_circuits_follow_the_rules(model: Circuit, data: 
         if blocks
         else frozenset()
     )
-    layout = layout_circuit(model, view=view, input_shape=(2, 3))
+    layout = layout_circuit(model, view=view, input_shape=(2, 3), input_shapes=input_shapes(model))
     check_rules(layout)
-    assert len(layout.boxes) == drawn_size(model.nodes, view) + 2
+    ends = 1 + len(model.input_nodes) + (layout.graph.nodes[-1].kind == "output")
+    assert len(layout.boxes) == drawn_size(model.nodes, view) + ends
     for frame in layout.graph.frames:
         assert (frame.repeat is not None) == (frame.position in view)
 

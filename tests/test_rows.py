@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _diagrams import circuits, models, nested
+from _diagrams import circuits, input_shapes, models, nested
 from _rules import check_rules, lanes_by_column
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -81,12 +81,17 @@ def test_random_circuits_in_rows_follow_the_rules(
 ) -> None:
     model = data.draw(circuits())
     layout = layout_circuit(
-        model, expanded=not folded, input_shape=(2, 3), max_column_height=width, direction="right"
+        model,
+        expanded=not folded,
+        input_shape=(2, 3),
+        input_shapes=input_shapes(model),
+        max_column_height=width,
+        direction="right",
     )
     check_rules(layout)
-    reads = [b.id for b in layout.boxes if b.kind == "merge"]
+    reads = {b.id: layout.graph.read_of(b.id).slots for b in layout.boxes if b.kind == "merge"}
     targets = [t for e in layout.edges if e.kind == "skip" for t in e.targets]
-    assert sorted(targets) == sorted(reads)
+    assert sorted(targets) == sorted(node for node, slots in reads.items() for _ in range(slots))
 
 
 def test_every_way_in_takes_the_direction(tmp_path: Path) -> None:

@@ -428,9 +428,7 @@ class _GraphBuilder:
         else:
             self.layer(visit, node, params, frames)
 
-    def layer(
-        self, visit: Visit, node: LayerNode, params: int, frames: tuple[str, ...]
-    ) -> None:
+    def layer(self, visit: Visit, node: LayerNode, params: int, frames: tuple[str, ...]) -> None:
         module = visit.module
         modules = [module]
         if node.per_repeat is not None and represented(visit) > 1:

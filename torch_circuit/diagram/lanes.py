@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .geometry import (
     LABEL_INSET,
+    LANE_MARGIN,
     MARK_CLEARANCE,
     MERGE_R,
     SMALL_FONT,
@@ -141,9 +142,7 @@ class SkipRouter:
             tuple(marks),
         )
 
-    def line_label(
-        self, box: Box, text: str, transform: tuple[str, ...], slots: int = 1
-    ) -> Label:
+    def line_label(self, box: Box, text: str, transform: tuple[str, ...], slots: int = 1) -> Label:
         """A skip's text just above its horizontal line (the first of a read's several),
         right of the node's glyph (above the transform's mark, if any); names too long are
         cut, keeping the op and the shape."""
@@ -156,13 +155,15 @@ class SkipRouter:
         return Label(x, y, text, "skip", SMALL_FONT, "left", "center")
 
     def marks(self, box: Box, transform: tuple[str, ...], lane: float) -> list[Mark]:
-        """A transform as a box on the skip's horizontal line, next to the lane: a line per
-        layer of it, each with its parameter count."""
+        """A transform as a box on the skip's horizontal line, towards its lane but left of
+        lane 0, so that no other skip's lane runs through it: a line per layer of it, each
+        with its parameter count."""
         if not transform:
             return []
         lines = mark_lines(self.text, transform)
         w, h = mark_width(lines), mark_height(lines)
-        x = max(box.cx + MERGE_R + MARK_CLEARANCE, lane - MARK_CLEARANCE - w)
+        lane0 = box.cx + self.text.box_w / 2 + LANE_MARGIN
+        x = max(box.cx + MERGE_R + MARK_CLEARANCE, min(lane, lane0) - MARK_CLEARANCE - w)
         return [Mark(x, box.cy - h / 2, w, h, lines)]
 
 
