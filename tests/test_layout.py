@@ -218,6 +218,29 @@ def test_a_projection_shortcut_shows_its_layers_and_a_long_one_folds() -> None:
     assert label.y < edges["1"].marks[0].y  # the skip's label sits above its mark
 
 
+@pytest.mark.parametrize("direction", ["down", "right"])
+def test_a_transform_mark_sits_clear_of_the_lanes_inside_it(direction: str) -> None:
+    # The read of 'outer' (a lane outside the frame) is inside the span of 's' (lane 0): its
+    # transform's mark must stay left of lane 0, where no other lane runs.
+    model = Circuit(
+        SaveInput("outer"),
+        nn.ReLU(),
+        StartBlock("b", num_repeats=2),
+        SaveInput("s"),
+        nn.ReLU(),
+        GetInput("outer", transform=nn.Linear(3, 3)),
+        nn.ReLU(),
+        GetInput("s"),
+        EndBlock("b"),
+    )
+    layout = layout_circuit(model, direction=direction, max_column_height=100.0)
+    check_rules(layout)
+    assert layout.columns == 1
+    (outer,) = [e for e in layout.edges if e.id == "skip:0"]
+    (inner,) = [e for e in layout.edges if e.id == "skip:b.0.3"]
+    assert outer.lane is not None and inner.lane is not None and outer.lane > inner.lane
+
+
 def test_crossing_skips_get_distinct_lanes() -> None:
     model = Circuit(
         SaveInput("a"),

@@ -144,7 +144,7 @@ def balanced_height(
         else:
             low = low + third
     best = min(range(low, high + 1), key=cost)
-    best = min(range(max(fewest, best - 2), min(most, best + 2) + 1), key=cost)
+    best = min(range(max(fewest, best - 4), min(most, best + 4) + 1), key=cost)
     return height(best)
 
 

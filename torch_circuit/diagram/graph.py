@@ -411,7 +411,7 @@ class _GraphBuilder:
         elif isinstance(node, ReadNode):
             symbol = OP_SYMBOLS.get(node.op, "f")
             self.add(GraphNode(visit.path, "merge", (symbol,), "skip", params, visit.key, frames))
-            label = read_label(node, folded)
+            label = read_label(node, getattr(module, "op_name", node.op), folded)
             transform, layers = transform_text(module), transform_layers(module)
             names = node.names if len(node.names) == len(visit.sources) else (node.name,)
             for slot, source in enumerate(visit.sources):

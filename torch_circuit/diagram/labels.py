@@ -144,10 +144,11 @@ def save_label(node: SaveNode, shape: Sequence[int] | None, per_repeat: bool) ->
     return f"{label} {format_shape(shape)}" if shape is not None else label
 
 
-def read_label(node: ReadNode, per_repeat: bool) -> str:
-    """A read's label: `enc1 · cat`, `k, v · attend`, `skip · cat · pop`; a part built per
-    repeat and drawn folded adds `· per repeat`."""
-    parts = [", ".join(node.names), node.op]
+def read_label(node: ReadNode, op: str, per_repeat: bool) -> str:
+    """A read's label: `enc1 · cat`, `k, v · attend`, `skip · cat · pop` (`op` names the
+    module's op: a part built per repeat is named by what it built); a part built per repeat
+    and drawn folded adds `· per repeat`."""
+    parts = [", ".join(node.names), op]
     if node.pop:
         parts.append("pop")
     if per_repeat and node.per_repeat:
