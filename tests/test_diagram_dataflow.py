@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 from _rules import check_rules
+from test_render import assert_legible
 from torch import Tensor, nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, Output, PerRepeat, SaveInput, StartBlock
@@ -19,6 +20,7 @@ from torch_circuit.diagram.geometry import MERGE_R
 from torch_circuit.diagram.graph import circuit_graph
 from torch_circuit.diagram.html import circuit_html
 from torch_circuit.diagram.layout import layout_circuit
+from torch_circuit.diagram.render import draw_layout
 from torch_circuit.diagram.svg import layout_svg
 from torch_circuit.diagram.text import to_dot, to_mermaid
 
@@ -353,3 +355,14 @@ def test_dot_and_mermaid_draw_entries_beside_the_input_and_taps_off_the_flow() -
     assert 'n0[/"memory"/]' in mermaid and 'n1[/"mask"/]' in mermaid
     assert re.search(r'o\d+\[/"logits"/\]', mermaid)
     assert '-.->|"mask · mul"|' in mermaid
+
+
+@pytest.mark.parametrize("direction", ["down", "right"])
+@pytest.mark.parametrize("expanded", [False, True])
+def test_entries_taps_and_merges_of_several_names_are_legible(
+    expanded: bool, direction: Any
+) -> None:
+    layout = layout_circuit(
+        decoder(), expanded=expanded, direction=direction, input_shape=(1, 4), input_shapes=SHAPES
+    )
+    assert_legible(draw_layout(layout))

@@ -87,7 +87,7 @@ def test_200_layer_model_grows_into_columns_with_full_size_text() -> None:
     assert 0.5 < layout.width / layout.height < 2.0  # wrapped, not one endless column
 
 
-ZOO = {name: (build, shape) for name, build, shape in models.zoo()}
+ZOO = {name: (build, shapes) for name, build, shapes in models.zoo()}
 
 
 @pytest.mark.parametrize("expanded", [False, True])
@@ -95,14 +95,20 @@ ZOO = {name: (build, shape) for name, build, shape in models.zoo()}
 def test_no_diagram_of_the_zoo_is_taller_than_three_times_its_width(
     name: str, expanded: bool
 ) -> None:
-    build, shape = ZOO[name]
-    layout = layout_circuit(build(), expanded=expanded, input_shape=shape)
+    build, shapes = ZOO[name]
+    layout = layout_circuit(build(), expanded=expanded, **shapes)
     assert layout.height <= 3 * layout.width, (layout.width, layout.height)
 
 
+@pytest.mark.parametrize("expanded", [False, True])
+def test_the_conditioned_unet_follows_the_rules(expanded: bool) -> None:
+    build, shapes = ZOO["conditioned_unet"]
+    check_rules(layout_circuit(build(), expanded=expanded, **shapes))
+
+
 def test_the_examples_unet_wraps_with_its_skips_live_across_columns() -> None:
-    build, shape = ZOO["examples/unet_segmentation"]
-    layout = layout_circuit(build(), input_shape=shape)
+    build, shapes = ZOO["examples/unet_segmentation"]
+    layout = layout_circuit(build(), **shapes)
     check_rules(layout)
     wrapped = [e for e in layout.edges if e.kind == "skip" and len(lanes_by_column(e, layout)) > 1]
     assert layout.columns >= 2 and wrapped  # before: one column 1634 x 3203 px
@@ -110,8 +116,8 @@ def test_the_examples_unet_wraps_with_its_skips_live_across_columns() -> None:
 
 
 def test_a_50_block_stage_wraps_and_its_long_skip_crosses_every_column() -> None:
-    build, shape = ZOO["resnet_stage_50"]
-    layout = layout_circuit(build(), expanded=True, input_shape=shape)
+    build, shapes = ZOO["resnet_stage_50"]
+    layout = layout_circuit(build(), expanded=True, **shapes)
     check_rules(layout)
     assert len(layout.frames) == 50 and layout.columns >= 5  # before: one column 48,520 px tall
     assert 0.5 < layout.width / layout.height < 2.0

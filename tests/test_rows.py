@@ -21,16 +21,23 @@ from torch_circuit.diagram.html import circuit_html
 from torch_circuit.diagram.layout import layout_circuit
 from torch_circuit.diagram.render import draw_layout
 
-ZOO = {name: (build, shape) for name, build, shape in models.zoo()}
+ZOO = {name: (build, shapes) for name, build, shapes in models.zoo()}
 
 
 @pytest.mark.parametrize("expanded", [False, True])
 @pytest.mark.parametrize(
-    "name", ["quickstart", "unet", "examples/resnet_mnist", "examples/unet_segmentation"]
+    "name",
+    [
+        "quickstart",
+        "unet",
+        "conditioned_unet",
+        "examples/resnet_mnist",
+        "examples/unet_segmentation",
+    ],
 )
 def test_rows_follow_the_rules(name: str, expanded: bool) -> None:
-    build, shape = ZOO[name]
-    layout = layout_circuit(build(), expanded=expanded, input_shape=shape, direction="right")
+    build, shapes = ZOO[name]
+    layout = layout_circuit(build(), expanded=expanded, direction="right", **shapes)
     check_rules(layout)
     assert layout.direction == "right"
     for box in layout.boxes:  # every node of a row sits on the row's axis
@@ -69,8 +76,8 @@ def test_a_transform_sits_on_the_skip_below_its_label() -> None:
 
 @pytest.mark.parametrize("name", ["quickstart", "unet", "transformer"])
 def test_rows_are_legible(name: str) -> None:
-    build, shape = ZOO[name]
-    layout = layout_circuit(build(), expanded=True, input_shape=shape, direction="right")
+    build, shapes = ZOO[name]
+    layout = layout_circuit(build(), expanded=True, direction="right", **shapes)
     assert_legible(draw_layout(layout))
 
 

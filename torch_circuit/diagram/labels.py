@@ -35,6 +35,9 @@ MAX_TRANSFORM_LINES = 3
 MAX_SHOWN_REPEATS = 3
 """A layer built per repeat lists its repeats' settings up to this many, else first … last."""
 
+MAX_PER_REPEAT_LINE = 40
+"""The longest list of a layer's settings per repeat; past it, the first and the last."""
+
 
 def transform_text(module: nn.Module) -> str | None:
     """A marker's transform in one line (`Conv2d 8→16, k1`), or `None` without one."""
@@ -118,19 +121,31 @@ def layer_lines(visit: Visit, modules: Sequence[nn.Module]) -> tuple[str, ...]:
 
 
 def _per_repeat_line(modules: Sequence[nn.Module]) -> str:
-    """`per repeat` where the repeats' layers read alike, else how they differ:
-    `per repeat: 16→32 · 32→64 · 64→128`, or `per repeat: 16→32 … 128→256`."""
+    """`built per repeat` where the repeats' layers read alike, else how they differ: the
+    settings that differ (`per repeat: 16→32 · 32→64 · 64→128`, the kernel and stride that do
+    not are on the line above), or the first and the last (`per repeat: 16→32 … 128→256`)."""
     described = [describe_layer(module) for module in modules]
     if len(set(described)) == 1:
         return "built per repeat"
     names = {type(module).__name__ for module in modules}
     if len(names) == 1:  # one class: its settings alone say how the repeats differ
         name = next(iter(names))
-        described = [text[len(name) :].strip() or name for text in described]
+        described = _differing([text[len(name) :].strip() for text in described])
     shown = list(dict.fromkeys(described))
-    if len(shown) > MAX_SHOWN_REPEATS:
+    line = "per repeat: " + " · ".join(shown)
+    if len(shown) > MAX_SHOWN_REPEATS or len(line) > MAX_PER_REPEAT_LINE:
         return f"per repeat: {described[0]} … {described[-1]}"
-    return "per repeat: " + " · ".join(shown)
+    return line
+
+
+def _differing(details: Sequence[str]) -> list[str]:
+    """The settings of each repeat's layer that are not the same in all of them
+    (`["16→32, k3", "32→64, k3"]` -> `["16→32", "32→64"]`)."""
+    parts = [detail.split(", ") for detail in details]
+    if len({len(p) for p in parts}) != 1:
+        return list(details)
+    keep = [i for i in range(len(parts[0])) if len({p[i] for p in parts}) > 1]
+    return [", ".join(p[i] for i in keep) for p in parts]
 
 
 def save_label(node: SaveNode, shape: Sequence[int] | None, per_repeat: bool) -> str:
