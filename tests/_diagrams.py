@@ -85,10 +85,10 @@ def combine(x: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
 
 
 @st.composite
-def circuits(draw: st.DrawFn) -> Circuit:
+def circuits(draw: st.DrawFn, stacks: bool = False) -> Circuit:
     """Random valid circuits of `nn.Linear(3, 3)` layers: skips (some with transforms),
     nested and shared blocks, named inputs, reads of several names, outputs, and push/pop
-    stacks across two blocks."""
+    stacks across two blocks (always, with `stacks`)."""
     counter = itertools.count()
     inputs = [f"in{index}" for index in range(draw(st.integers(0, 2)))]
 
@@ -128,22 +128,43 @@ def circuits(draw: st.DrawFn) -> Circuit:
         return items
 
     layers = scope(0, list(inputs))
-    if draw(st.booleans()):  # an encoder pushing per repeat, a decoder popping later
-        pushes = draw(st.integers(1, 3))
-        pops = draw(st.integers(1, pushes))
-        depth, between = 0, [0]  # where the top level may take a block
-        for index, item in enumerate(layers):
-            depth += isinstance(item, StartBlock) - isinstance(item, EndBlock)
-            if depth == 0:
-                between.append(index + 1)
-        start = draw(st.sampled_from(between))
-        end = draw(st.sampled_from([index for index in between if index >= start]))
-        encoder = [StartBlock("enc", pushes), nn.ReLU(), SaveInput("p", push=True), EndBlock("enc")]
-        decoder = [StartBlock("dec", pops), GetInput("p", pop=True), nn.ReLU(), EndBlock("dec")]
-        layers = [*layers[:start], *encoder, *layers[start:end], *decoder, *layers[end:]]
+    if stacks or draw(st.booleans()):
+        layers = with_stack(draw, layers)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Circuit(*layers, inputs=tuple(inputs))
+
+
+def with_stack(draw: st.DrawFn, layers: list[Any]) -> list[Any]:
+    """`layers` with an encoder block pushing onto the stack `p` once per repeat (itself in
+    an outer repeated block, or not) and, later, one or two decoder blocks popping from it,
+    at most as many times as it was pushed."""
+    pushes = draw(st.integers(1, 3))
+    encoder = [StartBlock("enc", pushes), nn.ReLU(), SaveInput("p", push=True), EndBlock("enc")]
+    if draw(st.booleans()):
+        outer = draw(st.integers(2, 3))
+        encoder = [StartBlock("outer", outer), *encoder, EndBlock("outer")]
+        pushes *= outer
+    first = draw(st.integers(1, pushes))
+    second = draw(st.integers(0, pushes - first))
+    decoders = [
+        [StartBlock(name, pops), GetInput("p", pop=True), nn.ReLU(), EndBlock(name)]
+        for name, pops in (("dec", first), ("dec2", second))
+        if pops
+    ]
+    depth, between = 0, [0]  # where the top level may take a block
+    for index, item in enumerate(layers):
+        depth += isinstance(item, StartBlock) - isinstance(item, EndBlock)
+        if depth == 0:
+            between.append(index + 1)
+    cuts = sorted(draw(st.lists(st.sampled_from(between), min_size=3, max_size=3)))
+    parts = [layers[: cuts[0]], layers[cuts[0] : cuts[1]], layers[cuts[1] : cuts[2]]]
+    result = [*parts[0], *encoder, *parts[1]]
+    for decoder, part in zip(decoders, (parts[2], layers[cuts[2] :]), strict=False):
+        result += [*decoder, *part]
+    if len(decoders) == 1:
+        result += layers[cuts[2] :]
+    return result
 
 
 def input_shapes(model: Circuit, shape: tuple[int, ...] = (2, 3)) -> dict[str, Any]:
