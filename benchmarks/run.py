@@ -591,6 +591,69 @@ def bench_build(ctx: Context) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------------------------
+# 6. Beyond one tensor: a masked encoder, the mask a named input (issue 10).
+
+
+def _masked_encoder_timing(ctx: Context, mode: str) -> dict[str, Any]:
+    import dataflow
+
+    torch.set_num_threads(1)
+    sizes = dataflow.QUICK_SIZES if ctx.sizes.quick else dataflow.SIZES
+    rounds, calls = (3, 2) if ctx.sizes.quick else (31, 10 if mode == "train" else 20)
+    candidates = dataflow.timing_candidates(sizes, mode)
+    times = measure.time_interleaved(candidates, rounds=rounds, calls=calls)
+    rows = timing_rows(measure.summarize(times, reference="hand-written"))
+    what = "no_grad forward, eval mode" if mode == "forward" else "forward, backward, SGD step"
+    return {
+        "setup": f"{what}; pre-norm encoder, key-padding mask as a named input; {sizes}; "
+        f"1 thread; {rounds} interleaved rounds of {calls} calls",
+        "reference": "hand-written",
+        "rows": rows,
+        "checks": [
+            check("Circuit / hand-written (median)", rows["Circuit"]["ratio"], 1.02, "Circuit")
+        ],
+    }
+
+
+def bench_masked_encoder_forward(ctx: Context) -> dict[str, Any]:
+    return _masked_encoder_timing(ctx, "forward")
+
+
+def bench_masked_encoder_train(ctx: Context) -> dict[str, Any]:
+    return _masked_encoder_timing(ctx, "train")
+
+
+def bench_masked_encoder_memory(ctx: Context) -> dict[str, Any]:
+    import dataflow
+
+    sizes = dataflow.QUICK_SIZES if ctx.sizes.quick else dataflow.SIZES
+    runs = ctx.sizes.memory_runs
+    rows: dict[str, dict[str, Any]] = {}
+    checks = []
+    for mode in ("inference", "train"):
+        figures = dataflow.memory_rows(sizes, mode, runs)
+        base = dataflow.median(figures["hand-written"])
+        for name, values in figures.items():
+            value = dataflow.median(values)
+            rows[f"{name}, {mode}"] = row(value, "KiB", value / base, runs_kib=values)
+        checks.append(
+            check(
+                f"Circuit / hand-written, {mode} (peak RSS above RSS before the model runs)",
+                rows[f"Circuit, {mode}"]["ratio"],
+                1.02,
+                f"Circuit, {mode}",
+            )
+        )
+    return {
+        "setup": f"pre-norm encoder, mask a named input; {sizes}; fresh process per figure, "
+        f"MALLOC_MMAP_THRESHOLD_=65536; median of {runs} process(es)",
+        "reference": "hand-written, inference",
+        "rows": rows,
+        "checks": checks,
+    }
+
+
 BENCHMARKS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "eager_mlp_forward": bench_eager_mlp_forward,
     "eager_quickstart_forward": bench_eager_quickstart_forward,
@@ -604,6 +667,9 @@ BENCHMARKS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "compiled_step": bench_compiled_step,
     "compiled_step_compute_bound": bench_compiled_step_compute_bound,
     "build": bench_build,
+    "masked_encoder_forward": bench_masked_encoder_forward,
+    "masked_encoder_train": bench_masked_encoder_train,
+    "masked_encoder_memory": bench_masked_encoder_memory,
 }
 
 

@@ -11,7 +11,7 @@ in their outputs and gradients, then trains both side by side (same seed, same b
 optimizer) and checks after every epoch that their losses, accuracies and weights still agree.
 
 Run:
-    python examples/resnet_mnist.py                  # digits, about a minute on 2 CPU cores
+    python examples/resnet_mnist.py                  # digits, under a minute on 2 CPU cores
     python examples/resnet_mnist.py --smoke          # a few steps, still checks equivalence
     python examples/resnet_mnist.py --dataset mnist --data-dir data --download
 

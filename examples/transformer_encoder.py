@@ -18,7 +18,7 @@ would tie them, as in ALBERT). Before and after training, the script copies the 
 weights into the same encoder written by hand and checks that outputs and gradients agree.
 
 Run:
-    python examples/transformer_encoder.py           # a couple of minutes on 2 CPU cores
+    python examples/transformer_encoder.py           # under a minute on 2 CPU cores
     python examples/transformer_encoder.py --smoke   # a few steps, still checks equivalence
 
 Writes into ``--out`` (default ``out/transformer_encoder``): ``transformer.pdf``/``.png`` (the

@@ -13,7 +13,7 @@ Before and after training, the script copies the Circuit's weights into the same
 by hand and checks that outputs and gradients agree.
 
 Run:
-    python examples/unet_segmentation.py            # a couple of minutes on 2 CPU cores
+    python examples/unet_segmentation.py            # about a minute on 2 CPU cores
     python examples/unet_segmentation.py --smoke    # a few steps, still checks equivalence
 
 Writes into ``--out`` (default ``out/unet_segmentation``): ``unet.pdf``/``unet.png`` (the

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit import Circuit, EndBlock, GetInput, Output, SaveInput, StartBlock
 
 STEPS = 20
 BATCH = 8  # global batch; each of the 2 ranks gets half under DDP and FSDP2
@@ -51,6 +51,52 @@ def skip_circuit(share_weights: bool = False, checkpoint: bool = False) -> Circu
         GetInput("x0", op="cat"),  # (B, 16 + 6)
         nn.Linear(22, 4),
     )
+
+
+def dataflow_circuit(outputs: bool = True) -> Circuit:
+    """A named input read in every repeat; outputs in the block and at the end."""
+    torch.manual_seed(0)
+    hidden = [Output("hidden")] if outputs else []
+    last = [Output("out")] if outputs else []
+    return Circuit(
+        nn.Linear(6, 16),
+        StartBlock("body", num_repeats=3),
+        SaveInput("r"),
+        nn.Linear(16, 16),
+        GetInput("scale", op=torch.mul),
+        nn.Tanh(),
+        GetInput("r"),
+        *hidden,
+        EndBlock("body"),
+        nn.Linear(16, 4),
+        *last,
+        inputs=("scale",),
+    )
+
+
+def scales() -> Tensor:
+    """The named input of every step: `(STEPS, BATCH, 16)`."""
+    return torch.rand(STEPS, BATCH, 16, generator=torch.Generator().manual_seed(99)) + 0.5
+
+
+def dataflow_loss(output: dict[str, Any], target: Tensor) -> Tensor:
+    hidden = sum(h.pow(2).mean() for h in output["hidden"])
+    return loss_fn(output["out"], target) + 0.01 * hidden
+
+
+def train_single_dataflow(model: nn.Module) -> tuple[list[float], dict[str, Tensor]]:
+    """The reference for the dataflow scenarios: one process, the whole batch."""
+    (inputs, targets), scale = data(), scales()
+    opt = optimizer(model.parameters())
+    losses = []
+    for x, s, y in zip(inputs, scale, targets, strict=True):
+        out = model(x, s)
+        loss = dataflow_loss(out, y) if isinstance(out, dict) else loss_fn(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses, {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
 def data() -> tuple[Tensor, Tensor]:
@@ -108,6 +154,60 @@ def run_fsdp(share_weights: bool, checkpoint: bool) -> tuple[list[float], dict[s
         return {key: value.full_tensor() for key, value in model.state_dict().items()}
 
     return _train_data_parallel(model, full_state)
+
+
+def run_data_parallel_dataflow(kind: str) -> tuple[list[float], dict[str, Tensor]]:
+    """DDP or FSDP2 on a circuit with a named input and dict outputs."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from torch_circuit.distributed import shard
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model: nn.Module
+    if kind == "ddp":
+        model = DistributedDataParallel(dataflow_circuit())
+    else:
+        model = shard(dataflow_circuit())
+    (inputs, targets), scale = data(), scales()
+    opt = optimizer(model.parameters())
+    losses = []
+    for x, s, y in zip(inputs, scale, targets, strict=True):
+        out = model(x.chunk(world)[rank], scale=s.chunk(world)[rank])
+        loss = dataflow_loss(out, y.chunk(world)[rank])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(_mean_over_ranks(loss))
+    if kind == "ddp":
+        return losses, model.module.state_dict()  # type: ignore[operator]
+    return losses, {key: value.full_tensor() for key, value in model.state_dict().items()}
+
+
+def run_pipeline_named_input() -> tuple[list[float], dict[str, Any]]:
+    """A two-stage pipeline whose named input travels to the stage that reads it."""
+    from torch.distributed.pipelining import ScheduleGPipe
+
+    from torch_circuit.distributed import pipeline_stage
+
+    stage = pipeline_stage(dataflow_circuit(outputs=False), at=["body.1"])
+    schedule = ScheduleGPipe(stage, n_microbatches=MICROBATCHES, loss_fn=loss_fn)
+    (inputs, targets), scale = data(), scales()
+    opt = optimizer(stage.submod.parameters())
+    losses = []
+    for x, s, y in zip(inputs, scale, targets, strict=True):
+        opt.zero_grad()
+        step_losses: list[Tensor] = []
+        if stage.is_first:
+            schedule.step(x, s)
+        else:
+            schedule.step(target=y, losses=step_losses)
+        opt.step()
+        mean = torch.stack(step_losses).mean() if step_losses else torch.zeros(())
+        dist.broadcast(mean, src=dist.get_world_size() - 1)
+        losses.append(mean.item())
+    submod = stage.submod
+    state = {key: value.detach().clone() for key, value in submod.state_dict().items()}
+    return losses, {"state": state, "inputs": submod.inputs, "outputs": submod.outputs}
 
 
 def _train_data_parallel(
@@ -193,6 +293,9 @@ SCENARIOS: dict[str, Callable[[], Any]] = {
     "gpipe_balanced": lambda: run_pipeline("ScheduleGPipe", None),
     "1f1b_checkpointed_repeats": lambda: run_pipeline("Schedule1F1B", ["body.1"], True),
     "bad_inputs": run_bad_inputs,
+    "ddp_dataflow": lambda: run_data_parallel_dataflow("ddp"),
+    "fsdp_dataflow": lambda: run_data_parallel_dataflow("fsdp"),
+    "gpipe_named_input": run_pipeline_named_input,
 }
 
 

@@ -22,15 +22,31 @@ def assert_same(actual: Tensor | None, expected: Tensor | None, what: str) -> No
     torch.testing.assert_close(actual, expected, rtol=0, atol=0, msg=lambda m: f"{what}: {m}")
 
 
-def copy_state_impl(source: nn.Module, target: nn.Module) -> None:
+Order = Callable[[nn.Module], list[nn.Parameter]]
+
+
+def _parameters(model: nn.Module) -> list[nn.Parameter]:
+    return list(model.parameters())
+
+
+def copy_state_impl(
+    source: nn.Module,
+    target: nn.Module,
+    source_order: Order = _parameters,
+    target_order: Order = _parameters,
+) -> None:
     """Copy parameters, then buffers, from ``source`` to ``target``, one-to-one in order.
 
     Fails if the two do not enumerate the same number of tensors with the same shapes, which is
-    itself part of the proof that ``parameters()`` and ``buffers()`` follow forward order.
+    itself part of the proof that ``parameters()`` and ``buffers()`` follow forward order. A
+    model that registers its parameters in another order (``nn.TransformerEncoder``) gives
+    its order as ``source_order``.
     """
-    for kind in ("parameters", "buffers"):
-        sources = list(getattr(source, kind)())
-        targets = list(getattr(target, kind)())
+    pairs = (
+        ("parameters", source_order(source), target_order(target)),
+        ("buffers", list(source.buffers()), list(target.buffers())),
+    )
+    for kind, sources, targets in pairs:
         assert len(sources) == len(targets), f"{kind}: {len(sources)} vs {len(targets)}"
         with torch.no_grad():
             for index, (src, dst) in enumerate(zip(sources, targets, strict=True)):
@@ -38,8 +54,15 @@ def copy_state_impl(source: nn.Module, target: nn.Module) -> None:
                 dst.copy_(src)
 
 
-def assert_same_state(hand: nn.Module, circuit: nn.Module, what: str) -> None:
-    for index, (h, c) in enumerate(zip(hand.parameters(), circuit.parameters(), strict=True)):
+def assert_same_state(
+    hand: nn.Module,
+    circuit: nn.Module,
+    what: str,
+    hand_order: Order = _parameters,
+    circuit_order: Order = _parameters,
+) -> None:
+    pairs = zip(hand_order(hand), circuit_order(circuit), strict=True)
+    for index, (h, c) in enumerate(pairs):
         assert_same(c, h, f"{what}: parameter {index}")
     for index, (h, c) in enumerate(zip(hand.buffers(), circuit.buffers(), strict=True)):
         assert_same(c, h, f"{what}: buffer {index}")
@@ -97,17 +120,23 @@ def assert_trains_alike_impl(
     circuit: nn.Module,
     inputs: Sequence[Tensor | Call],
     check_eval: bool = True,
+    hand_order: Order = _parameters,
+    circuit_order: Order = _parameters,
 ) -> None:
     """Copy ``hand`` into ``circuit``, then train both on ``inputs`` and compare every step.
 
     Each step compares, in train mode, outputs, input and parameter gradients, and (after an
     SGD step with momentum) parameters and buffers such as BatchNorm running statistics; then,
-    in eval mode, outputs and gradients again.
+    in eval mode, outputs and gradients again. ``hand_order`` and ``circuit_order`` pair the
+    parameters of two models that register them in different orders. Inputs are tensors, or
+    ``Call``s for models with named inputs.
     """
-    copy_state_impl(hand, circuit)
-    assert_same_state(hand, circuit, "after copy")
+    copy_state_impl(hand, circuit, hand_order, circuit_order)
+    orders = (hand_order, circuit_order)
+    assert_same_state(hand, circuit, "after copy", *orders)
     optimisers = [
-        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) for model in (hand, circuit)
+        torch.optim.SGD(order(model), lr=0.05, momentum=0.9)
+        for model, order in zip((hand, circuit), orders, strict=True)
     ]
     modes = ("train", "eval") if check_eval else ("train",)
     for step, x in enumerate(inputs):
@@ -120,14 +149,14 @@ def assert_trains_alike_impl(
             assert_same_outputs(out_c, out_h, f"{where}: output")
             for index, (grad_c, grad_h) in enumerate(zip(grads_c, grads_h, strict=True)):
                 assert_same(grad_c, grad_h, f"{where}: gradient of input {index}")
-            pairs = zip(hand.parameters(), circuit.parameters(), strict=True)
+            pairs = zip(hand_order(hand), circuit_order(circuit), strict=True)
             for index, (h, c) in enumerate(pairs):
                 assert_same(c.grad, h.grad, f"{where}: gradient of parameter {index}")
-            assert_same_state(hand, circuit, f"{where}, after forward")
+            assert_same_state(hand, circuit, f"{where}, after forward", *orders)
             if mode == "train":
                 for optimiser in optimisers:
                     optimiser.step()
-                assert_same_state(hand, circuit, f"{where}, after optimiser step")
+                assert_same_state(hand, circuit, f"{where}, after optimiser step", *orders)
     hand.train()
     circuit.train()
 

@@ -4,12 +4,11 @@ and functions are described by name, and what cannot be described is refused wit
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 import pytest
 import torch
-from _outputs import assert_same_outputs
+from _outputs import assert_same_outputs, round_trip
 from torch import Tensor, nn
 
 import torch_circuit
@@ -80,16 +79,6 @@ def cfg_half_add(x: Tensor, saved: Tensor) -> Tensor:
 @torch_circuit.register(name="cfg_double")
 def double(x: Tensor) -> Tensor:
     return 2 * x
-
-
-def round_trip(model: Circuit) -> tuple[Circuit, dict[str, Any]]:
-    """`from_config(to_config())` through JSON text; the rebuilt model's config is the same."""
-    config = model.to_config()
-    rebuilt = Circuit.from_config(json.loads(json.dumps(config)))
-    assert rebuilt.to_config() == config
-    expected = {key: tuple(t.shape) for key, t in model.state_dict().items()}
-    assert {key: tuple(t.shape) for key, t in rebuilt.state_dict().items()} == expected
-    return rebuilt, config
 
 
 def same_outputs(a: nn.Module, b: nn.Module, x: Tensor) -> None:

@@ -13,9 +13,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
+from torch import Tensor, nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+import torch_circuit
+from torch_circuit import Circuit, EndBlock, GetInput, Output, SaveInput, StartBlock
 
 
 def document(*layers: Any, **fields: Any) -> dict[str, Any]:
@@ -282,17 +283,6 @@ def test_entry_errors(layers: list[Any], error: type[Exception], message: str) -
             r"^layers\[0\].StartBlock: has no field 'unknown'. Fields: name, "
             r"num_repeats, share_weights, checkpoint",
         ),
-        (
-            [{"Output": "y"}],
-            ValueError,
-            r"^layers\[0\]: this torch-circuit has no Output marker \(named outputs\)",
-        ),
-        (
-            [{"PerRepeat": "f"}],
-            ValueError,
-            r"^layers\[0\]: this torch-circuit has no PerRepeat marker",
-        ),
-        ([["stem", "ReLU"]], TypeError, r"^layers: position 0 is a tuple of 2 items"),
     ],
 )
 def test_marker_and_block_errors(layers: list[Any], error: type[Exception], message: str) -> None:
@@ -319,27 +309,328 @@ def test_unused_saves_warn_as_in_python() -> None:
         build(document({"SaveInput": "x"}, "ReLU"))
 
 
-def test_inputs_need_a_torch_circuit_with_named_inputs() -> None:
-    with pytest.raises(ValueError, match=r"^inputs: this torch-circuit has no named inputs"):
+# --- Named inputs, outputs, reads of several names, push and pop, PerRepeat, named layers ---
+
+
+@torch_circuit.register
+def cfe_factory(index: int, count: int) -> nn.Module:
+    return nn.Dropout(0.1 * index)
+
+
+@torch_circuit.register
+def cfe_mix(x: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    return x + k * v
+
+
+@pytest.mark.parametrize(
+    ("config", "error", "message"),
+    [
+        (
+            document("ReLU", inputs="mask"),
+            TypeError,
+            r"^inputs: expected a list of names \(each required\), such as \[mask\], or a "
+            r"mapping of names to defaults, such as \{mask: null\}; got str",
+        ),
+        (
+            document("ReLU", inputs=[3]),
+            TypeError,
+            r"^inputs: inputs\[0\] is 3 \(int\); input names are strings",
+        ),
+        (
+            document({"GetInput": "m"}, inputs=["m", "m"]),
+            ValueError,
+            r"^inputs: inputs\[1\] repeats the name 'm' of inputs\[0\]; declare each input once",
+        ),
+        (document("ReLU", inputs=[""]), ValueError, r"^inputs: inputs\[0\] is an empty name"),
+        (
+            document({"GetInput": "m"}, inputs={"m": [1]}),
+            TypeError,
+            r"^inputs.m: an input's default is None, a boolean, a number or a string, got list",
+        ),
+        (
+            document({"StartBlock": "m"}, {"EndBlock": "m"}, inputs=["m"]),
+            ValueError,
+            r"^layers: inputs\[0\] is named 'm', like the block at position 0; rename",
+        ),
+        (
+            document({"GetInput": "mask"}, inputs=["masks"]),
+            ValueError,
+            r"^layers: GetInput\('mask'\) at position 0 reads a name no earlier visible "
+            r"SaveInput provides; visible here: \['masks'\]",
+        ),
+        (
+            document({"Circuit": {"layers": [{"GetInput": "m"}], "inputs": "m"}}),
+            TypeError,
+            r"^layers\[0\].Circuit.inputs: expected a list of names",
+        ),
+    ],
+)
+def test_input_errors(config: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        build(config)
+
+
+def test_an_unread_input_warns_as_in_python() -> None:
+    with pytest.warns(UserWarning, match=r"input 'mask' is never read"):
         build(document("ReLU", inputs=["mask"]))
+
+
+SAVED_KV = ({"SaveInput": "k"}, {"SaveInput": "v"})
+
+
+@pytest.mark.parametrize(
+    ("layers", "error", "message"),
+    [
+        # Outputs
+        (
+            [{"Output": 3}],
+            TypeError,
+            r"^layers: Output at position 0 has the name 3 \(int\); names must be strings",
+        ),
+        ([{"Output": ""}], ValueError, r"^layers: Output at position 0 has an empty name"),
+        (
+            [{"Output": "y"}, {"Output": "y"}],
+            ValueError,
+            r"^layers: Output\('y'\) at position 1 reuses the name of the Output at position 0",
+        ),
+        (
+            [{"Output": {"nme": "y"}}],
+            TypeError,
+            r"^layers\[0\].Output: has no field 'nme'. Did you mean 'name'\? Fields: name\.",
+        ),
+        ([{"Output": ["a", "b"]}], TypeError, r"^layers\[0\].Output: takes at most 1 value "),
+        # Reads of several names
+        (
+            [*SAVED_KV, {"GetInput": {"name": ["k", "v"]}}],
+            ValueError,
+            r"^layers: GetInput\(\('k', 'v'\)\) at position 2 reads 2 names with op=add",
+        ),
+        (
+            [
+                *SAVED_KV,
+                {"GetInput": {"name": ["k", "v"], "op": "cfe_mix", "transform": {"Identity": {}}}},
+            ],
+            ValueError,
+            r"^layers: GetInput\(\('k', 'v'\)\) at position 2 has a transform",
+        ),
+        (
+            [{"GetInput": {"name": [], "op": "cfe_mix"}}],
+            ValueError,
+            r"^layers: GetInput\(\(\)\) at position 0 reads no name",
+        ),
+        (
+            [{"SaveInput": "k"}, {"GetInput": {"name": ["k", 3], "op": "cfe_mix"}}],
+            TypeError,
+            r"^layers: GetInput\(\('k', 3\)\) at position 1 names 3; names must be non-empty",
+        ),
+        (
+            [{"SaveInput": "k"}, {"GetInput": {"name": ["k", "v"], "op": "cfe_mix"}}],
+            ValueError,
+            r"^layers: GetInput\(\('k', 'v'\)\) at position 1 reads a name no earlier visible "
+            r"SaveInput provides \('v'\)",
+        ),
+        # Push and pop
+        (
+            [{"SaveInput": {"name": "x", "push": "yes"}}],
+            TypeError,
+            r"^layers: SaveInput\('x'\) at position 0: push must be True or False, got 'yes'",
+        ),
+        (
+            [
+                {"StartBlock": {"name": "b", "num_repeats": 2}},
+                {"SaveInput": {"name": "x", "push": True}},
+                {"EndBlock": "b"},
+                *[{"GetInput": {"name": "x", "pop": True}}] * 3,
+            ],
+            ValueError,
+            r"^layers: GetInput\('x', pop=True\) at position 5 pops the stack 'x' when it is "
+            r"empty: the pushes it could take, SaveInput\('x', push=True\) at position 1 "
+            r"\(2 times\), were all taken before",
+        ),
+        (
+            [{"GetInput": [["k"], "add", None, True]}],
+            TypeError,
+            r"^layers\[0\].GetInput: takes at most 3 values \(name, op, transform\); give pop "
+            r"by name",
+        ),
+        (
+            [{"SaveInput": {"name": "x", "transformation": {"Identity": {}}}}],
+            TypeError,
+            r"^layers\[0\].SaveInput: has no field 'transformation'. Did you mean 'transform'\?",
+        ),
+        # PerRepeat
+        (
+            [{"PerRepeat": "nowhere"}],
+            ValueError,
+            r"^layers\[0\].PerRepeat.factory: 'nowhere' is not a registered factory. Register "
+            r"the function \(index, count\) -> module .*torch_circuit.register\(fn, "
+            r"name='nowhere'\)",
+        ),
+        (
+            [{"PerRepeat": 3}],
+            TypeError,
+            r"^layers\[0\].PerRepeat.factory: expected a name \(a string\), got 3",
+        ),
+        (
+            [{"PerRepeat": {"factry": "cfe_factory"}}],
+            TypeError,
+            r"^layers\[0\].PerRepeat: has no field 'factry'. Did you mean 'factory'\?",
+        ),
+        (
+            [
+                {"StartBlock": {"name": "b", "share_weights": True}},
+                {"PerRepeat": "cfe_factory"},
+                {"EndBlock": "b"},
+            ],
+            ValueError,
+            r"^layers: PerRepeat\(cfe_factory\) at position 1 is inside a block whose repeats "
+            r"share weights",
+        ),
+        (
+            [{"PerRepeat": "cfe_mix"}],
+            TypeError,
+            r"^layers: cfe_mix\(\) missing 1 required positional argument: 'v' \(torch_circuit: "
+            r"PerRepeat\(cfe_mix\) at position 0, building index 0 of 1\)",
+        ),
+        (
+            [{"Sequential": [{"PerRepeat": "cfe_factory"}]}],
+            TypeError,
+            r"^layers\[0\].Sequential\[0\]: PerRepeat goes in a layer list, or as a "
+            r"GetInput's op or a marker's transform",
+        ),
+        (
+            [
+                {"SaveInput": {"name": "x", "transform": {"PerRepeat": "nowhere"}}},
+                {"GetInput": "x"},
+            ],
+            ValueError,
+            r"^layers\[0\].SaveInput.transform.PerRepeat.factory: 'nowhere' is not a registered",
+        ),
+        (
+            [{"SaveInput": {"name": "x", "transform": {"SaveInput": "z"}}}],
+            TypeError,
+            r"^layers\[0\].SaveInput.transform: SaveInput is a marker; markers only go in a "
+            r"layer list",
+        ),
+        (
+            [{"SaveInput": "x"}, {"GetInput": {"name": "x", "op": {"PerRepeat": "f", "p": 1}}}],
+            TypeError,
+            r"^layers\[1\].GetInput.op: a mapping in an argument is an entry with one key",
+        ),
+        # Named layers
+        (
+            [["my stem", "ReLU"]],
+            ValueError,
+            r"^layers: \('my stem', ReLU\(...\)\) at position 0: layer names key the state_dict "
+            r"and must be Python identifiers.*use e.g. 'my_stem'",
+        ),
+        (
+            [["a", "ReLU"], ["a", "Tanh"]],
+            ValueError,
+            r"^layers: \('a', Tanh\(...\)\) at position 1 reuses the name of the layer at "
+            r"position 0 in the same scope",
+        ),
+        (
+            [{"StartBlock": "b"}, {"EndBlock": "b"}, ["b", "ReLU"]],
+            ValueError,
+            r"^layers: \('b', ReLU\(...\)\) at position 2 reuses the name of the block at "
+            r"position 0",
+        ),
+        (
+            [["b", {"StartBlock": "b"}], {"EndBlock": "b"}],
+            TypeError,
+            r"^layers: position 0 names StartBlock\('b', num_repeats=1\) 'b'; blocks are named "
+            r"by their StartBlock",
+        ),
+        (
+            [["a", "ReLU", "x"]],
+            TypeError,
+            r"^layers\[0\]: a list in a layer list is a \[name, entry\] pair",
+        ),
+        ([[3, "ReLU"]], TypeError, r"^layers\[0\]: a list in a layer list is a \[name, entry\]"),
+        (
+            [["a", "Relu"]],
+            ValueError,
+            r"^layers\[0\]\[1\]: unknown type 'Relu'. Did you mean 'ReLU'\?",
+        ),
+        (
+            [{"StartBlock": "s"}, ["training", "ReLU"], {"EndBlock": "s"}],
+            ValueError,
+            r"^layers: \('training', ReLU\(...\)\) at position 1: the name 'training' is taken "
+            r"by a module attribute",
+        ),
+    ],
+)
+def test_errors_of_the_new_entries(layers: list[Any], error: type[Exception], message: str) -> None:
+    with warnings.catch_warnings(), pytest.raises(error, match=message):
+        warnings.simplefilter("ignore")
+        build(document(*layers))
+
+
+def test_a_pop_with_no_push_is_a_located_error() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^layers: GetInput\('x', pop=True\) at position 1 pops the stack 'x', but no "
+        r"SaveInput\('x', push=True\) runs before it",
+    ):
+        build(document("ReLU", {"GetInput": {"name": "x", "pop": True}}))
 
 
 # --- Fuzz: malformed documents raise TypeError/ValueError that name a place ---
 
+
+@torch_circuit.register
+def cfe_drop(index: int, count: int) -> nn.Module:
+    return nn.Dropout(0.1 * index)
+
+
+@torch_circuit.register
+def cfe_identity(index: int, count: int) -> nn.Module:
+    return nn.Identity()
+
+
+@torch_circuit.register
+class CfeScaleBy(nn.Module):
+    """An op: `x * scale`."""
+
+    def forward(self, x: Tensor, scale: Any) -> Tensor:
+        return x * scale
+
+
+@torch_circuit.register
+def cfe_scale_by(index: int, count: int) -> nn.Module:
+    return CfeScaleBy()
+
+
 VALID = document(
-    {"Conv2d": {"in_channels": 2, "out_channels": 4, "kernel_size": 3, "padding": 1}},
+    ["stem", {"Conv2d": {"in_channels": 2, "out_channels": 4, "kernel_size": 3, "padding": 1}}],
     {"BatchNorm2d": {"num_features": 4}},
     {"StartBlock": {"name": "stage", "num_repeats": 2}},
     {"SaveInput": "r"},
     {"Conv2d": {"in_channels": 4, "out_channels": 4, "kernel_size": 1}},
     "ReLU",
     {"GetInput": {"name": "r", "op": "add"}},
+    {"PerRepeat": "cfe_drop"},
+    {"GetInput": {"name": "scale", "op": {"PerRepeat": "cfe_scale_by"}}},
+    {"Output": "hidden"},
     {"EndBlock": "stage"},
-    {"SaveInput": {"name": "s", "transform": {"Identity": {}}}},
+    {"SaveInput": {"name": "s", "transform": {"PerRepeat": "cfe_identity"}}},
     {"Circuit": {"layers": [{"SaveInput": "t"}, {"Dropout": 0.1}, {"GetInput": "t"}]}},
-    {"GetInput": "s"},
+    {"GetInput": {"name": ["s", "scale"], "op": "cfe_mix"}},
     {"AdaptiveAvgPool2d": [[1, 1]]},
     "Flatten",
+    ["out", {"Output": "logits"}],
+    inputs={"scale": 1.0},
+)
+STACKS = document(
+    {"StartBlock": {"name": "down", "num_repeats": 2}},
+    {"Linear": [3, 3]},
+    {"SaveInput": {"name": "skip", "push": True}},
+    {"EndBlock": "down"},
+    {"StartBlock": {"name": "up", "num_repeats": 2}},
+    {"GetInput": {"name": "skip", "op": "cat", "pop": True}},
+    {"Linear": [6, 3]},
+    {"EndBlock": "up"},
 )
 PLACE = re.compile(r"^(config|format|version|dtype|inputs|tied|layers)")
 
@@ -348,18 +639,25 @@ small = st.one_of(
     st.booleans(),
     st.integers(-3, 9),
     st.floats(allow_nan=True, allow_infinity=True, width=32),
-    st.sampled_from(["", "r", "s", "stage", "ReLU", "Conv2d", "add", "cat", "Circuit", "x y"]),
-)
-values = st.recursive(
-    small,
-    lambda inner: (
-        st.lists(inner, max_size=3)
-        | st.dictionaries(
-            st.sampled_from(["layers", "name", "Linear", "p", "op", "SaveInput"]), inner, max_size=2
-        )
+    st.sampled_from(
+        [
+            *("", "r", "s", "stage", "ReLU", "Conv2d", "add", "cat", "Circuit", "x y"),
+            *("scale", "hidden", "skip", "cfe_drop", "cfe_mix", "Output", "PerRepeat"),
+        ]
     ),
-    max_leaves=8,
 )
+KEYS = ["layers", "name", "Linear", "p", "op", "SaveInput", "inputs", "Output", "PerRepeat"]
+
+
+def values(*keys: str) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        small,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from([*KEYS, *keys]), inner, max_size=2)
+        ),
+        max_leaves=8,
+    )
 
 
 def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -374,12 +672,12 @@ def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 
 @st.composite
-def malformed(draw: st.DrawFn) -> Any:
-    config = copy.deepcopy(VALID)
+def malformed(draw: st.DrawFn, valid: dict[str, Any], *keys: str) -> Any:
+    config = copy.deepcopy(valid)
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(config)
         path = draw(st.sampled_from(paths))
-        replacement = draw(values)
+        replacement = draw(values(*keys))
         if not path:
             config = replacement
             continue
@@ -396,9 +694,8 @@ def malformed(draw: st.DrawFn) -> Any:
     return config
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(malformed())
-def test_fuzzed_documents_fail_with_a_place(config: Any) -> None:
+def fails_with_a_place(config: Any) -> None:
+    """`config` builds, and describes again, or fails with an error naming its place."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -410,9 +707,28 @@ def test_fuzzed_documents_fail_with_a_place(config: Any) -> None:
     json.dumps(model.to_config())  # whatever builds can be described again
 
 
-def test_the_valid_document_of_the_fuzz_test_builds() -> None:
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(malformed(VALID))
+def test_fuzzed_documents_fail_with_a_place(config: Any) -> None:
+    fails_with_a_place(config)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(malformed(STACKS, "push", "pop"))
+def test_fuzzed_documents_with_stacks_fail_with_a_place(config: Any) -> None:
+    fails_with_a_place(config)
+
+
+def test_the_valid_documents_of_the_fuzz_tests_build() -> None:
     model = build(VALID)
-    assert model(torch.randn(1, 2, 5, 5)).shape == (1, 4)
-    assert isinstance(model.get_submodule("9"), Circuit)
-    assert isinstance(model.get_submodule("8"), SaveInput)
-    assert isinstance(model.get_submodule("stage.0.6"), GetInput)
+    out = model(torch.randn(1, 2, 5, 5), scale=2.0)
+    assert list(out) == ["hidden", "logits"]
+    assert out["logits"].shape == (1, 4) and len(out["hidden"]) == 2
+    assert isinstance(model.get_submodule("12"), Circuit)
+    assert isinstance(model.get_submodule("11"), SaveInput)
+    assert isinstance(model.get_submodule("stage.1.8.op"), CfeScaleBy)
+    assert isinstance(model.get_submodule("out"), Output)
+    assert model.get_submodule("stage.1.7").p == pytest.approx(0.1)
+    stacks = build(STACKS)
+    assert stacks(torch.randn(2, 3)).shape == (2, 3)
+    assert isinstance(stacks.get_submodule("up.1.5"), GetInput)

@@ -8,15 +8,17 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from _outputs import assert_same_outputs
 from safetensors import safe_open
 from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812 - torch's own spelling
 
 import torch_circuit
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit import Circuit, EndBlock, GetInput, Output, SaveInput, StartBlock
 from torch_circuit.cli import main
 from torch_circuit.config.files import to_json, to_yaml
 
@@ -211,9 +213,123 @@ def test_example_configs_match_their_python_models(
     assert_same_outputs(python, from_file, make_input())
 
 
+# A config written by hand, with no Python model behind it: named input, push/pop, outputs,
+# named layers. Checked against the same model built in Python and its hand-written twin.
+
+
+def time_projection(width: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Unflatten(1, (width, 1, 1)))
+
+
+def timestep_unet(width: int = 16, levels: int = 2) -> Circuit:
+    """examples/configs/timestep_unet.yaml, written in Python."""
+    return Circuit(
+        ("stem", nn.Conv2d(1, width, 3, padding=1)),
+        StartBlock("down", num_repeats=levels),
+        ("add_time", GetInput("time", transform=time_projection(width))),
+        ("conv", nn.Conv2d(width, width, 3, padding=1)),
+        ("norm", nn.GroupNorm(4, width)),
+        nn.SiLU(),
+        SaveInput("skip", push=True),
+        nn.MaxPool2d(2),
+        EndBlock("down"),
+        ("middle", nn.Conv2d(width, width, 3, padding=1)),
+        nn.SiLU(),
+        StartBlock("up", num_repeats=levels),
+        nn.Upsample(scale_factor=2),
+        GetInput("skip", op="cat", pop=True),
+        ("conv", nn.Conv2d(2 * width, width, 3, padding=1)),
+        ("norm", nn.GroupNorm(4, width)),
+        nn.SiLU(),
+        ("add_time", GetInput("time", transform=time_projection(width))),
+        Output("features"),
+        EndBlock("up"),
+        ("head", nn.Conv2d(width, 1, 1)),
+        Output("noise"),
+        inputs=("time",),
+    )
+
+
+class PlainLevel(nn.Module):
+    def __init__(self, in_channels: int, width: int) -> None:
+        super().__init__()
+        self.time = time_projection(width)
+        self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.norm = nn.GroupNorm(4, width)
+
+
+class PlainTimestepUNet(nn.Module):
+    """The same U-Net written by hand, as a user would without torch-circuit."""
+
+    def __init__(self, width: int = 16, levels: int = 2) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, width, 3, padding=1)
+        self.down = nn.ModuleList(PlainLevel(width, width) for _ in range(levels))
+        self.middle = nn.Conv2d(width, width, 3, padding=1)
+        self.up = nn.ModuleList(PlainLevel(2 * width, width) for _ in range(levels))
+        self.head = nn.Conv2d(width, 1, 1)
+
+    def forward(self, x: Tensor, time: Tensor) -> dict[str, Any]:
+        x = self.stem(x)
+        skips = []
+        for level in self.down:
+            x = x + level.time(time)
+            x = F.silu(level.norm(level.conv(x)))
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = F.silu(self.middle(x))
+        features = []
+        for level in self.up:
+            x = torch.cat((F.interpolate(x, scale_factor=2.0), skips.pop()), dim=1)
+            x = F.silu(level.norm(level.conv(x)))
+            x = x + level.time(time)
+            features.append(x)
+        return {"features": tuple(features), "noise": self.head(x)}
+
+
+def test_the_hand_written_timestep_unet_config_is_the_python_model() -> None:
+    torch.manual_seed(0)
+    python = timestep_unet()
+    from_file = Circuit.from_config(torch_circuit.read_config(CONFIGS / "timestep_unet.yaml"))
+    assert from_file.to_config() == python.to_config()
+    assert repr(from_file) == repr(python)
+    assert list(from_file.state_dict())[:4] == [
+        "stem.weight",
+        "stem.bias",
+        "down.0.add_time.transform.0.weight",
+        "down.0.add_time.transform.0.bias",
+    ]
+    from_file.load_state_dict(python.state_dict())
+    x, time = torch.randn(2, 1, 8, 8), torch.randn(2, 16)
+    assert_same_outputs(python, from_file, x, time)
+    out = from_file(x, time=time)
+    assert list(out) == ["features", "noise"]
+    assert [tuple(f.shape) for f in out["features"]] == [(2, 16, 4, 4), (2, 16, 8, 8)]
+
+
+def test_the_timestep_unet_config_equals_its_hand_written_twin() -> None:
+    torch.manual_seed(1)
+    model = Circuit.from_config(torch_circuit.read_config(CONFIGS / "timestep_unet.yaml"))
+    plain = PlainTimestepUNet()
+    x, time = torch.randn(3, 1, 8, 8), torch.randn(3, 16)
+    report = torch_circuit.copy_weights(plain, model, (x, time))
+    assert len(report.copied) == len(list(model.state_dict()))
+    outputs = []
+    for net in (plain, model):
+        out = net(x, time)
+        (out["noise"].square().sum() + sum(f.sum() for f in out["features"])).backward()
+        outputs.append(out)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
+    source, target = dict(plain.named_parameters()), dict(model.named_parameters())
+    for source_key, target_key in report.copied:
+        torch.testing.assert_close(
+            target[target_key].grad, source[source_key].grad, rtol=0, atol=0, msg=target_key
+        )
+
+
 def test_the_docs_show_the_example_configs_as_they_are() -> None:
     docs = (ROOT / "docs" / "config.md").read_text()
-    for name in ("quickstart.yaml", "unet.yaml", "transformer.yaml"):
+    for name in ("quickstart.yaml", "unet.yaml", "transformer.yaml", "timestep_unet.yaml"):
         assert (CONFIGS / name).read_text().rstrip() in docs, name
 
 
@@ -226,6 +342,10 @@ def test_cli_draws_and_summarises_config_files(
     svg = tmp_path / "unet.svg"
     assert main(["draw", str(CONFIGS / "unet.yaml"), "-o", str(svg)]) == 0
     assert svg.read_text().lstrip().startswith("<?xml")
+    assert main(["draw", str(CONFIGS / "timestep_unet.yaml"), "-o", str(svg)]) == 0
+    assert main(["summary", str(CONFIGS / "timestep_unet.yaml")]) == 0
+    table = capsys.readouterr().out
+    assert "input 'time'" in table and "up.1.add_time" in table
     json_file = torch_circuit.write_config(quickstart(), tmp_path / "model.json")
     assert main(["summary", str(json_file), "--input-shape", "1,3,32,32"]) == 0
     table = capsys.readouterr().out

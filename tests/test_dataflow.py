@@ -619,3 +619,68 @@ def test_nothing_changes_for_a_model_without_the_new_markers() -> None:
         model = Circuit(SaveInput("r"), lin(), GetInput("r"))
     assert isinstance(model(torch.ones(1, 4)), Tensor)
     assert model.input_nodes == ()
+
+
+# --- Shapes and the summary ---
+
+
+def test_summary_traces_named_inputs_and_shows_the_new_markers() -> None:
+    model = Circuit(
+        nn.Linear(4, 8),
+        StartBlock("b", num_repeats=2),
+        SaveInput("skip", push=True),
+        GetInput(("mask", "bias"), op=lambda x, m, b: x * m + b),
+        Output("hidden"),
+        EndBlock("b"),
+        StartBlock("u", num_repeats=2),
+        GetInput("skip", pop=True, op="cat"),
+        nn.Linear(16, 8),
+        EndBlock("u"),
+        inputs={"mask": None, "bias": None},
+    )
+    table = model.summary(input_shape=(2, 4), input_shapes={"mask": (2, 8), "bias": (1, 8)})
+    rows = {line.split("  ")[0].strip(): line for line in table.splitlines()}
+    assert "(2, 8)" in rows["input 'mask'"] and "(1, 8)" in rows["input 'bias'"]
+    assert "SaveInput 'skip' (push)" in table
+    assert "GetInput ('mask', 'bias') · lambda" in table
+    assert "GetInput 'skip' · cat (pop)" in table
+    assert "Output 'hidden'" in table
+    assert "u.1.8" in table and "(2, 16)" in table
+
+
+@pytest.mark.parametrize(
+    ("shapes", "error", "message"),
+    [
+        ({}, ValueError, "input_shapes has no shape for the input 'mask', which the circuit needs"),
+        ({"mask": (2, 4), "maks": (2, 4)}, ValueError, "input_shapes names ['maks'], which the"),
+        ([(2, 4)], TypeError, "input_shapes must map input names to shapes, got list"),
+    ],
+)
+def test_bad_input_shapes(shapes: Any, error: type, message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        masked().summary(input_shape=(2, 4), input_shapes=shapes)
+
+
+def test_a_layer_failing_at_run_time_names_the_new_marker() -> None:
+    model = Circuit(
+        SaveInput("a"),
+        nn.Linear(4, 3),
+        SaveInput("b"),
+        GetInput(("a", "b"), op=lambda x, a, b: x + a + b),
+    )
+    with pytest.raises(RuntimeError) as info:
+        model(torch.ones(2, 4))
+    assert info.value.__notes__ == [
+        "torch_circuit: in GetInput(('a', 'b'), op=lambda) at position 3"
+    ]
+
+
+def test_a_pop_in_a_circuit_without_any_push() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "GetInput('x', pop=True) at position 0 pops the stack 'x', but no "
+            "SaveInput('x', push=True) runs before it"
+        ),
+    ):
+        Circuit(GetInput("x", pop=True))

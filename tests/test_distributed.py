@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -78,6 +79,7 @@ def assert_parity(
     losses: list[float],
     state: dict[str, torch.Tensor],
     reference: tuple[list[float], dict[str, torch.Tensor]],
+    initial: Any = workers.skip_circuit,
 ) -> None:
     ref_losses, ref_state = reference
     assert len(losses) == workers.STEPS
@@ -89,7 +91,7 @@ def assert_parity(
     for key, value in ref_state.items():
         torch.testing.assert_close(state[key], value, **WEIGHT_TOLERANCE, msg=key)
     # training moved the weights, so agreeing with the reference is not agreeing with the start
-    start = workers.skip_circuit().state_dict()
+    start = initial().state_dict()
     assert largest_difference(state, {k: v for k, v in start.items() if k in state}) > 1e-2
 
 
@@ -145,6 +147,35 @@ def test_two_stage_pipeline_trains_like_one_process(
     assert first["outputs"] == second["inputs"] == stage_inputs  # the skips crossed over
     assert not set(first["state"]) & set(second["state"])  # each rank holds its own part
     assert_parity(name, losses, {**first["state"], **second["state"]}, reference())
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_named_inputs_and_outputs_train_like_one_process(
+    results: dict[str, list[Any]], kind: str
+) -> None:
+    (losses, state), (other_losses, other_state) = results[f"{kind}_dataflow"]
+    assert losses == other_losses
+    assert largest_difference(state, other_state) == 0.0
+    reference_run = workers.train_single_dataflow(workers.dataflow_circuit())
+    assert_parity(f"{kind}_dataflow", losses, state, reference_run, workers.dataflow_circuit)
+
+
+def test_a_named_input_travels_to_the_stage_that_reads_it(
+    results: dict[str, list[Any]],
+) -> None:
+    (losses, first), (other_losses, second) = results["gpipe_named_input"]
+    assert losses == other_losses
+    assert first["inputs"] == ("scale",)  # the first stage takes the named input
+    assert first["outputs"] == second["inputs"] == ("scale",)  # and hands it on
+    reference_run = workers.train_single_dataflow(workers.dataflow_circuit(outputs=False))
+    state = {**first["state"], **second["state"]}
+    assert_parity(
+        "gpipe_named_input",
+        losses,
+        state,
+        reference_run,
+        lambda: workers.dataflow_circuit(outputs=False),
+    )
 
 
 def test_bad_inputs_raise_on_every_rank_before_hanging(results: dict[str, list[Any]]) -> None:
@@ -376,28 +407,82 @@ def test_nested_blocks_split_at_any_depth() -> None:
     torch.testing.assert_close(run_stages(stages, x), model(x), rtol=0, atol=0)
 
 
-# --- The example, under torchrun ---
+# --- The example, under torchrun and as a plain script ---
+
+EXAMPLE = str(ROOT / "examples" / "train_distributed.py")
 
 
-def test_example_trains_under_torchrun(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--standalone", str(ROOT / "examples" / "train_distributed.py"),
-        "--steps", "3", "--mode", "all",
-    ]  # fmt: skip
+def run_example(command: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run the example's `command` to its end within 120 s; return its output."""
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )  # fmt: skip
     try:
         output, _ = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, 9)
-        pytest.fail("torchrun examples/train_distributed.py did not finish within 120 s")
+        pytest.fail(f"{' '.join(command[1:])} did not finish within 120 s")
     assert process.returncode == 0, output
+    return output
+
+
+def test_example_trains_under_torchrun(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--standalone", EXAMPLE, "--steps", "3", "--mode", "all",
+    ]  # fmt: skip
+    output = run_example(command, env, tmp_path)
     for mode in ("ddp", "fsdp", "pipeline"):
         assert f"[{mode}] step 3" in output, output
+
+
+def test_example_run_as_a_plain_script_starts_its_processes_and_matches_one(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    command = [sys.executable, EXAMPLE, "--steps", "3", "--mode", "all"]
+    output = run_example(command, env, tmp_path)
+    assert "starting 2 processes" in output, output
+    for mode in ("ddp", "fsdp", "pipeline"):
+        assert f"[{mode}] step 3" in output, output
+        parity = re.search(
+            rf"\[{mode}\] matches one process: largest loss difference (\S+), largest weight "
+            r"difference (\S+) over 3 steps",
+            output,
+        )
+        assert parity is not None, output
+        assert float(parity[1]) <= 1e-4 and float(parity[2]) <= 1e-4, parity[0]
+
+
+def test_the_example_fails_when_training_drifts_from_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import train_distributed as example
+
+    reference = ([1.0, 0.5], {"w": torch.ones(3)})
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+    )
+    try:
+        example.check_parity("ddp", ([1.0, 0.5 + 1e-7], {"w": torch.ones(3)}), reference)
+        matches = (
+            "[ddp] matches one process: largest loss difference 1.0e-07, largest weight "
+            "difference 0.0e+00 over 2 steps"
+        )
+        assert matches in capsys.readouterr().out
+        drifted = ([1.0, 0.5], {"w": torch.tensor([1.0, 1.0, 1.01])})
+        with pytest.raises(SystemExit):
+            example.check_parity("fsdp", drifted, reference)
+        assert re.search(
+            r"\[fsdp\] differs from one process: largest loss difference 0.00e\+00, largest "
+            r"weight difference 1.00e-02",
+            capsys.readouterr().err,
+        )
+    finally:
+        dist.destroy_process_group()
 
 
 def test_a_stage_block_iterates_indexes_and_prints_what_it_holds() -> None:
@@ -419,3 +504,37 @@ def test_a_stage_block_cut_inside_a_repeat_holds_the_part() -> None:
     head, tail = first.get_submodule("body"), second.get_submodule("body")
     assert head.indices == (0,) and tail.indices == (2,)  # repeat 1 runs step by step
     assert "(1): _Part(" in repr(head) and "(1): _Part(" in repr(tail)
+
+
+def test_stages_carry_named_inputs_to_where_they_are_read() -> None:
+    model = workers.dataflow_circuit(outputs=False)
+    x, scale = torch.randn(5, 6), torch.rand(5, 16)
+    for at in (["body.1"], ["body.1.4"], ["8"], ["body", "body.2", "8"]):
+        stages = split(model, at=at)
+        assert stages[0].inputs == ("scale",)
+        values: tuple[torch.Tensor, ...] = (x, scale)
+        for stage in stages:
+            out = stage(*values)
+            values = out if isinstance(out, tuple) else (out,)
+        torch.testing.assert_close(values[0], model(x, scale), rtol=0, atol=0)
+    assert split(model, at=["8"])[1].inputs == ()  # nothing after the block reads it
+
+
+def test_a_split_of_a_circuit_with_outputs_or_stacks_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"split cannot cut a circuit with named outputs \(\['hidden', 'out'\]\)"
+    ):
+        split(workers.dataflow_circuit(), at=["body.1"])
+    stacked = Circuit(
+        StartBlock("d", num_repeats=2),
+        SaveInput("s", push=True),
+        EndBlock("d"),
+        StartBlock("u", num_repeats=2),
+        GetInput("s", pop=True),
+        EndBlock("u"),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"split_points cannot cut a circuit with stacks of pushed skips \(\['s'\]\)",
+    ):
+        split_points(stacked)

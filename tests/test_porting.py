@@ -3,12 +3,23 @@ order (ConvNeXt's `layer_scale`, ViT's `class_token`) into their Circuit twins."
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 from torch import Tensor, nn
 
 import torch_circuit
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock, copy_weights
+from torch_circuit import (
+    Circuit,
+    EndBlock,
+    GetInput,
+    Output,
+    SaveInput,
+    StartBlock,
+    copy_weights,
+)
 
 # --- ConvNeXt-style: each block registers its layer_scale before its convolution ---
 
@@ -257,3 +268,63 @@ def test_inputs_may_be_a_tuple_or_keywords() -> None:
     report = copy_weights(Two(), Two(), (x, y))
     assert [pair[0] for pair in report.copied] == ["b.weight", "b.bias", "a.weight", "a.bias"]
     assert copy_weights(Two(), Two(), {"x": x, "y": y}).copied == report.copied
+
+
+# --- Named inputs and dict outputs: a padded encoder returning every layer's hidden state ---
+
+
+class MaskedEncoder(nn.Module):
+    def __init__(self, dim: int = 8, depth: int = 2) -> None:
+        super().__init__()
+        self.head = nn.Linear(dim, 3)  # registered first, used last
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, 2, 2 * dim, dropout=0.0, batch_first=True)
+            for _ in range(depth)
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> dict[str, Any]:
+        hidden = []
+        for layer in self.layers:
+            x = layer(x, src_key_padding_mask=mask)
+            hidden.append(x)
+        return {"hidden": tuple(hidden), "logits": self.head(x)}
+
+
+@torch_circuit.register(name="porting.PaddedLayer")
+class PaddedLayer(nn.TransformerEncoderLayer):
+    """An op reading the padding mask: `layer(x, src_key_padding_mask=mask)`."""
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+        return super().forward(x, src_key_padding_mask=mask)
+
+
+def masked_circuit(dim: int = 8, depth: int = 2) -> Circuit:
+    return Circuit(
+        StartBlock("layers", num_repeats=depth),
+        GetInput("mask", op=PaddedLayer(dim, 2, 2 * dim, dropout=0.0, batch_first=True)),
+        Output("hidden"),
+        EndBlock("layers"),
+        nn.Linear(dim, 3),
+        Output("logits"),
+        inputs=("mask",),
+    )
+
+
+def test_a_model_with_named_inputs_and_outputs_is_ported_and_saved(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source, target = MaskedEncoder(), masked_circuit()
+    x = torch.randn(3, 5, 8)
+    mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2, [False] + [True] * 4])
+    report = copy_weights(source, target, (x, mask))
+    for source_key, target_key in report.copied:  # the same tensor of the same layer
+        _, layer, rest = source_key.split(".", 2) if "layers" in source_key else ("", "", "")
+        expected_key = f"layers.{layer}.1.op.{rest}" if layer else source_key.replace("head", "4")
+        assert target_key == expected_key
+    assert len(report.copied) == len(target.state_dict())
+    loaded = torch_circuit.load(torch_circuit.save(target, tmp_path / "masked"))
+    for model in (source, target, loaded):
+        model.eval()
+    with torch.no_grad():
+        expected = source(x, mask)
+        torch.testing.assert_close(target(x, mask), expected, rtol=0, atol=0)
+        torch.testing.assert_close(loaded(x, mask=mask), expected, rtol=0, atol=0)

@@ -2,9 +2,11 @@
 
 The interpreter knows only the documented semantics: layers run in order; a block runs its body
 ``num_repeats`` times, each repeat in a fresh scope; a read takes the nearest save of its name,
-looking outwards; saves made inside a block vanish at its end. It takes each repeat's modules
-from the Circuit by their documented keys (``<position>`` at the top level,
-``<block>.<repeat>.<position>`` inside blocks, repeat 0 only when weights are shared).
+looking outwards (named inputs are saves before the first layer); a read of several names
+passes them in order; saves made inside a block vanish at its end; outputs are returned as a
+dict, a tuple per execution inside blocks. It takes each repeat's modules from the Circuit by
+their documented keys (``<position>`` at the top level, ``<block>.<repeat>.<position>`` inside
+blocks, repeat 0 only when weights are shared).
 """
 
 from __future__ import annotations
@@ -20,11 +22,26 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock, UnusedSaveWarning
+from torch_circuit import (
+    Circuit,
+    EndBlock,
+    GetInput,
+    Output,
+    SaveInput,
+    StartBlock,
+    UnusedSaveWarning,
+)
 
 WIDTH = 3
-NAMES = ("a", "b")  # few names, so scopes shadow and rebind often
+NAMES = ("a", "b", "i0")  # few names, so scopes shadow and rebind often (i0 may be an input)
+INPUTS = ("i0", "i1")
+
+
+def blend(current: Tensor, first: Tensor, second: Tensor) -> Tensor:
+    """The op of a read of two names."""
+    return current + 0.5 * first - 0.25 * second
 
 
 class Gate(nn.Module):
@@ -75,14 +92,26 @@ class Builder:
     layers: list[Any] = field(default_factory=list)
     op_specs: dict[int, Any] = field(default_factory=dict)
     block_ids: itertools.count[int] = field(default_factory=itertools.count)
+    output_ids: itertools.count[int] = field(default_factory=itertools.count)
 
     def body(self, scopes: list[set[str]], depth: int) -> None:
         for _ in range(self.data.draw(st.integers(1, 6), label="length")):
             visible = sorted(set().union(*scopes))
-            kinds = ["layer", "callable", "save", "save"]
+            kinds = ["layer", "callable", "save", "save", "output"]
             kinds += ["read", "read"] if visible else []
+            kinds += ["reads"] if len(visible) > 1 else []
             kinds += ["block"] if depth < 3 else []
             kind = self.data.draw(st.sampled_from(kinds), label="kind")
+            if kind == "output":
+                self.layers.append(Output(f"o{next(self.output_ids)}"))
+                continue
+            if kind == "reads":
+                names = self.data.draw(
+                    st.lists(st.sampled_from(visible), min_size=2, max_size=2, unique=True),
+                    label="names",
+                )
+                self.layers.append(GetInput(tuple(names), op=blend))
+                continue
             if kind == "layer":
                 self.layers.append(self.data.draw(st.sampled_from([linear, nn.Tanh, nn.Sigmoid]))())
             elif kind == "callable":
@@ -133,6 +162,26 @@ class Interpreter:
         self.op_specs = op_specs  # id(GetInput) -> the op as the builder chose it
         self.model = model
         self.visited: set[str] = set()
+        self.outputs: dict[str, list[Tensor]] = {}
+
+    def result(self, x: Tensor) -> Any:
+        """What the circuit returns: `x`, or its outputs in declaration order."""
+        if not self.outputs:
+            return x
+        top_level = {item.name for item in self.top_level_outputs()}
+        order = [item.name for item in self.layers if isinstance(item, Output)]
+        return {
+            name: self.outputs[name][0] if name in top_level else tuple(self.outputs[name])
+            for name in order
+        }
+
+    def top_level_outputs(self) -> list[Output]:
+        depth, found = 0, []
+        for item in self.layers:
+            depth += isinstance(item, StartBlock) - isinstance(item, EndBlock)
+            if depth == 0 and isinstance(item, Output):
+                found.append(item)
+        return found
 
     def module(self, key: str, original: Any, is_original_repeat: bool) -> nn.Module:
         found = self.model.get_submodule(key)
@@ -184,11 +233,19 @@ class Interpreter:
                 if item.transform is not None:
                     value = self.module(f"{key}.transform", item.transform, original)(x)
                 scopes[-1][item.name] = value
+            elif isinstance(item, GetInput) and isinstance(item.name, tuple):
+                values = [
+                    next(scope[name] for scope in reversed(scopes) if name in scope)
+                    for name in item.name
+                ]
+                x = blend(x, *values)
             elif isinstance(item, GetInput):
                 saved = next(scope[item.name] for scope in reversed(scopes) if item.name in scope)
                 if item.transform is not None:
                     saved = self.module(f"{key}.transform", item.transform, original)(saved)
                 x = self.combine(item, key, x, saved, original)
+            elif isinstance(item, Output):
+                self.outputs.setdefault(item.name, []).append(x)
             elif isinstance(item, nn.Module):
                 x = self.module(key, item, original)(x)
             else:
@@ -209,26 +266,51 @@ class Interpreter:
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_circuits_match_the_interpreter(data: st.DataObject) -> None:
+    inputs = data.draw(st.lists(st.sampled_from(INPUTS), unique=True, max_size=2), label="inputs")
     builder = Builder(data)
-    builder.body([set()], depth=0)
+    builder.body([set(inputs)], depth=0)
     layers = builder.layers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedSaveWarning)
-        model = Circuit(*layers)
+        model = Circuit(*layers, inputs=tuple(inputs))
 
-    x = torch.randn(4, WIDTH, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, WIDTH, dtype=torch.float64, generator=generator)
+    values = {
+        name: torch.randn(4, WIDTH, dtype=torch.float64, generator=generator) for name in inputs
+    }
+    by_keyword = data.draw(st.booleans(), label="keywords")
+    leaves = {
+        name: (v.clone().requires_grad_(), v.clone().requires_grad_()) for name, v in values.items()
+    }
     x_circuit = x.clone().requires_grad_()
     x_reference = x.clone().requires_grad_()
     interpreter = Interpreter(layers, builder.op_specs, model)
-    expected = interpreter.run(x_reference)
-    actual = model(x_circuit)
+    reference_inputs = {name: pair[1] for name, pair in leaves.items()}
+    expected = interpreter.result(interpreter.run(x_reference, scopes=(reference_inputs,)))
+    circuit_inputs = [leaves[name][0] for name in inputs]
+    if by_keyword:
+        actual = model(x_circuit, **dict(zip(inputs, circuit_inputs, strict=True)))
+    else:
+        actual = model(x_circuit, *circuit_inputs)
     torch.testing.assert_close(actual, expected, rtol=0, atol=0, equal_nan=True)
 
     # Every parameter of the Circuit belongs to a module the interpreter used.
     for name, _ in model.named_parameters():
         assert any(name.startswith(key + ".") for key in interpreter.visited), name
 
-    weights = torch.linspace(-1, 1, actual.numel(), dtype=torch.float64).view_as(actual)
-    (grad_circuit,) = torch.autograd.grad((actual * weights).sum(), x_circuit)
-    (grad_reference,) = torch.autograd.grad((expected * weights).sum(), x_reference)
-    torch.testing.assert_close(grad_circuit, grad_reference, rtol=0, atol=0, equal_nan=True)
+    def loss(result: Any) -> Tensor:
+        total = torch.zeros((), dtype=torch.float64)
+        for index, leaf in enumerate(tree_leaves(result)):
+            weights = torch.linspace(-1, 1 + index, leaf.numel(), dtype=torch.float64)
+            total = total + (leaf * weights.view_as(leaf)).sum()
+        return total
+
+    grads_circuit = torch.autograd.grad(
+        loss(actual), [x_circuit, *circuit_inputs], allow_unused=True
+    )
+    grads_reference = torch.autograd.grad(
+        loss(expected), [x_reference, *(leaves[name][1] for name in inputs)], allow_unused=True
+    )
+    for grad_circuit, grad_reference in zip(grads_circuit, grads_reference, strict=True):
+        torch.testing.assert_close(grad_circuit, grad_reference, rtol=0, atol=0, equal_nan=True)

@@ -17,16 +17,16 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .nodes import BlockNode, Source
+from .nodes import BlockNode, Immutable, Source
 from .plan import BlockPlan, Port
 from .program import add_context, give, plain, run, spread, take
-from .scope import Repeat, describe_needs
+from .scope import Repeat, describe_needs, layered_repr
 
 __all__ = ["Block", "Exchange", "exchange_of"]
 
 
 @dataclass(frozen=True)
-class Exchange:
+class Exchange(Immutable):
     """How a block passes stacks and outputs between its repeats and the scope around it.
 
     The block keeps one list per stack of its port, then one per output. `fill` places the
@@ -274,23 +274,27 @@ class Block(nn.Module):
         )
 
     def __repr__(self) -> str:
+        return layered_repr(self)
+
+    def repr_with(self, children: Mapping[str, str]) -> str:
+        """The block's repr, given its repeats': alike neighbours folded, `(0-2): 3 x Repeat(`."""
         shared = ", shared weights" if self.share_weights else ""
         held = ""
         if self.indices != tuple(range(self.num_repeats)):
             held = f", this stage: {_ranges(self.indices) or 'none'}"
+        items = list(children.items())
         lines = []
-        children = [(key, repr(module)) for key, module in self._modules.items()]
         start = 0
-        while start < len(children):
+        while start < len(items):
             end = start
-            while end + 1 < len(children) and children[end + 1][1] == children[start][1]:
+            while end + 1 < len(items) and items[end + 1][1] == items[start][1]:
                 end += 1
-            body = children[start][1].replace("\n", "\n  ")
+            body = items[start][1].replace("\n", "\n  ")
             if end == start:
-                lines.append(f"({children[start][0]}): {body}")
+                lines.append(f"({items[start][0]}): {body}")
             else:
                 count = end - start + 1
-                lines.append(f"({children[start][0]}-{children[end][0]}): {count} x {body}")
+                lines.append(f"({items[start][0]}-{items[end][0]}): {count} x {body}")
             start = end + 1
         inner = "\n  ".join(lines)
         return f"Block({self.name!r} ×{self.num_repeats}{shared}{held})(\n  {inner}\n)"

@@ -41,8 +41,7 @@ class Circuit(Scope):
         inputs: the named inputs of `forward` after the main tensor: a sequence of names
             (each required, in positional order) or a mapping from name to default.
 
-    Example:
-
+    Examples:
         >>> model = Circuit(
         ...     nn.Conv2d(3, 64, 3, padding=1),
         ...     StartBlock("stage", num_repeats=3),
@@ -107,6 +106,12 @@ class Circuit(Scope):
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         """The values of the named inputs that are read, bound like a function's parameters."""
         inputs = self._inputs
+        if type(args) is not tuple or type(kwargs) is not dict:  # torch.fx's proxies
+            raise TypeError(
+                "torch.fx.symbolic_trace cannot trace a Circuit with named inputs: forward "
+                "binds them from *args and **kwargs, which fx passes as opaque proxies. Use "
+                "torch.export.export(model, (x,), {'mask': mask}), which traces them."
+            )
         if len(args) > len(inputs):
             raise TypeError(
                 f"{self._signature()} takes {len(inputs)} named input"
@@ -190,8 +195,7 @@ class Circuit(Scope):
         anything it cannot describe exactly: a lambda, an unregistered class, a module
         changed after construction, a hook.
 
-        Example:
-
+        Examples:
             >>> config = model.to_config()
             >>> config["layers"][0]
             {'Conv2d': {'in_channels': 3, 'out_channels': 64, 'kernel_size': 3, 'padding': 1}}
@@ -208,8 +212,7 @@ class Circuit(Scope):
         Raises `TypeError`/`ValueError` that begin with the place in the document
         (`layers[14]`, `layers[3].Conv2d.padding`) and say what is wrong and the fix.
 
-        Example:
-
+        Examples:
             >>> twin = Circuit.from_config(model.to_config())
         """
         model = build_circuit(config, cls)

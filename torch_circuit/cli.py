@@ -8,7 +8,7 @@ like a script: its folder goes first on `sys.path`. A config that names register
 needs the module that registers them: `--import MODULE` imports it first (a config itself
 never makes anything be imported).
 
-Example:
+For example:
 
     $ torch-circuit draw examples/configs/unet.yaml -o unet.svg
     $ torch-circuit summary model.json --input-shape 1,3,32,32
@@ -73,8 +73,7 @@ def load_circuit(spec: str) -> Circuit:
         CommandError: the spec is malformed, the module does not import, the factory is
             missing or fails, or it returns something other than a `Circuit`.
 
-    Example:
-
+    Examples:
         >>> model = load_circuit("examples/resnet_mnist.py:build_circuit")
     """
     module_name, sep, factory_name = spec.rpartition(":")

@@ -12,8 +12,6 @@ from typing import Any
 
 from torch import nn
 
-from .scope import Scope
-
 __all__ = ["fresh_copy", "structural_copy"]
 
 
@@ -25,14 +23,9 @@ def fresh_copy(module: nn.Module) -> nn.Module:
     has the last word. A parameter owned by a module with neither `reset_parameters` nor
     `_reset_parameters` keeps the values it was copied with.
     """
-    # Plans are immutable: share them, so every repeat runs the very same steps (and
-    # regional compilation reuses one compiled body for all of them).
-    memo: dict[int, Any] = {}
-    for scope in module.modules():
-        if isinstance(scope, Scope):
-            for plan_part in (scope._steps, scope._nodes, scope._port):
-                memo[id(plan_part)] = plan_part
-    clone = structural_copy(module, memo)
+    # Plans are `Immutable`: a copy shares them, so every repeat runs the very same steps
+    # (and regional compilation reuses one compiled body for all of them).
+    clone = structural_copy(module)
     _reinitialise(clone)
     return clone
 

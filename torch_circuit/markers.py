@@ -95,7 +95,7 @@ class SaveInput(_Marker):
             ends, for a later `GetInput(name, pop=True)` (a U-Net's encoder and decoder).
         transformation: the old spelling of `transform` (warns).
 
-    Example:
+    Examples:
         >>> Circuit(SaveInput("x"), nn.Linear(8, 8), GetInput("x"))
     """
 
@@ -143,7 +143,7 @@ class GetInput(_Marker):
         pop: take the most recent tensor off the stack `name` (see `SaveInput(push=True)`).
         transformation: the old spelling of `transform` (warns).
 
-    Example:
+    Examples:
         >>> GetInput("residual")                 # x + residual
         >>> GetInput("enc1", op="cat")           # U-Net: torch.cat((x, enc1), dim=1)
         >>> GetInput(("memory", "mask"), op=cross_attention)
@@ -209,7 +209,7 @@ class Output(_Marker):
     Args:
         name: the output's key in the returned dict; distinct among the circuit's outputs.
 
-    Example:
+    Examples:
         >>> model = Circuit(nn.Linear(8, 8), Output("hidden"), nn.Linear(8, 2), Output("logits"))
         >>> model(torch.randn(1, 8)).keys()
         dict_keys(['hidden', 'logits'])
@@ -241,7 +241,7 @@ class PerRepeat:
     Args:
         factory: a callable `(index, count) -> nn.Module`.
 
-    Example:
+    Examples:
         >>> StartBlock("layer", num_repeats=12),
         >>> ...
         >>> PerRepeat(lambda i, n: DropPath(0.1 * i / (n - 1))),   # stochastic depth
@@ -289,7 +289,7 @@ class StartBlock:
             instead of kept (`torch.utils.checkpoint` with `use_reentrant=False`),
             trading compute for memory; BatchNorm running statistics are updated once.
 
-    Example:
+    Examples:
         >>> StartBlock("stage", num_repeats=3)
         >>> StartBlock("layer", num_repeats=12, checkpoint=True)
     """
@@ -316,7 +316,7 @@ class StartBlock:
 class EndBlock:
     """Close the block opened by `StartBlock(name)`.
 
-    Example:
+    Examples:
         >>> EndBlock("stage")
     """
 
@@ -335,7 +335,7 @@ class LambdaLayer(nn.Module):
     Args:
         fn: a callable taking the current tensor and returning the next one.
 
-    Example:
+    Examples:
         >>> LambdaLayer(torch.flatten)
     """
 

@@ -23,6 +23,7 @@ __all__ = [
     "Event",
     "Exit",
     "Frame",
+    "Immutable",
     "Input",
     "InputNode",
     "LayerNode",
@@ -39,8 +40,23 @@ __all__ = [
 ]
 
 
+class Immutable:
+    """Frozen plain data, shared rather than copied by `copy.copy` and `copy.deepcopy`.
+
+    A plan is immutable, and every repeat of a block runs the very same one: copying a
+    circuit (fresh repeats, a meta copy for shapes, `copy.deepcopy`) shares it, and never
+    recurses into nested blocks' nodes.
+    """
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+
 @dataclass(frozen=True)
-class InputNode:
+class InputNode(Immutable):
     """A named input of `forward`, after the main tensor (`Circuit(..., inputs=...)`).
 
     It is visible everywhere, as if saved just before the first layer at the top level;
@@ -56,7 +72,7 @@ class InputNode:
 
 
 @dataclass(frozen=True)
-class LayerNode:
+class LayerNode(Immutable):
     """A layer at `position` in the argument list, registered under `key` (its position, or
     the name it was given as a `(name, layer)` pair). `per_repeat` is the `PerRepeat` that
     built it, one module per repeat."""
@@ -67,7 +83,7 @@ class LayerNode:
 
 
 @dataclass(frozen=True)
-class SaveNode:
+class SaveNode(Immutable):
     """A `SaveInput`; `readers` are the positions of the `GetInput`s that read it (for a
     push, of the pops that take its tensors). `per_repeat` names the parts built per repeat:
     `(("transform", PerRepeat(...)),)`."""
@@ -85,7 +101,7 @@ Source = int | str
 
 
 @dataclass(frozen=True)
-class ReadNode:
+class ReadNode(Immutable):
     """A `GetInput`: `names` in the order its op receives them, and their `sources`.
 
     `name` and `source` are those of the first name (a multi-name read displays its names
@@ -111,7 +127,7 @@ class ReadNode:
 
 
 @dataclass(frozen=True)
-class OutputNode:
+class OutputNode(Immutable):
     """An `Output(name)`; `count` is how many tensors it returns per forward (one per
     execution: 1 at the top level, the product of the enclosing blocks' repeats inside)."""
 
@@ -122,7 +138,7 @@ class OutputNode:
 
 
 @dataclass(frozen=True)
-class BlockNode:
+class BlockNode(Immutable):
     """A block from its `StartBlock` at `position` to its `EndBlock` at `end`."""
 
     position: int
@@ -250,16 +266,15 @@ Event = Input | Visit | Enter | Exit
 def walk(circuit: Structured, *, folded: bool = False) -> Iterator[Event]:
     """Every node of `circuit` in forward order, with blocks' frames entered and left.
 
+    The walk keeps its own stack rather than recursing, so nesting depth is not limited by
+    Python's recursion limit.
+
     Args:
         circuit: a `Circuit` (anything with `nodes` and `get_submodule`).
         folded: `True` enters each block once (`Frame.repeat is None`, paths of repeat
             0); `False` enters every repeat of every block.
 
-    The walk keeps its own stack rather than recursing, so nesting depth is not limited by
-    Python's recursion limit.
-
-    Example:
-
+    Examples:
         >>> [e.path for e in walk(model) if isinstance(e, Visit)][:3]
         ['0', '1', '2']
     """

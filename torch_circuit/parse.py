@@ -462,8 +462,12 @@ def _check_arity(op: Any, count: int, shown: str, position: int) -> None:
         signature.bind(*range(count))
     except TypeError:
         saved = "the saved tensor" if count == 2 else f"{count - 1} saved values"
+        parameters = ", ".join(
+            str(p.replace(annotation=inspect.Parameter.empty))
+            for p in signature.parameters.values()
+        )
         raise TypeError(
-            f"{shown} at position {position} has op={op_name(op)}{signature}, which cannot "
+            f"{shown} at position {position} has op={op_name(op)}({parameters}), which cannot "
             f"take {count} arguments; an op receives the current tensor, then {saved}: "
             "e.g. lambda current, saved: current + saved."
         ) from None

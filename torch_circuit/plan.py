@@ -13,7 +13,17 @@ from dataclasses import dataclass
 from torch import nn
 
 from .markers import PerRepeat
-from .nodes import BlockNode, InputNode, LayerNode, Node, OutputNode, ReadNode, SaveNode, Source
+from .nodes import (
+    BlockNode,
+    Immutable,
+    InputNode,
+    LayerNode,
+    Node,
+    OutputNode,
+    ReadNode,
+    SaveNode,
+    Source,
+)
 from .program import Step
 
 __all__ = [
@@ -41,7 +51,7 @@ Entry = nn.Module | PerRepeat
 
 
 @dataclass(frozen=True)
-class Port:
+class Port(Immutable):
     """What one run of a scope exchanges with the scope around it, besides `x` and the
     skips it captures: per stack, how many tensors it takes off the top and how many it
     leaves there; per output, how many tensors it records. Counts are fixed by the plan."""
@@ -61,7 +71,7 @@ class Port:
 
 
 @dataclass(frozen=True)
-class ScopePlan:
+class ScopePlan(Immutable):
     """One scope: the entries to register (in forward order), the steps to run, the frame
     layout, and the nodes.
 
@@ -81,7 +91,7 @@ class ScopePlan:
 
 
 @dataclass(frozen=True)
-class BlockPlan:
+class BlockPlan(Immutable):
     """A block: its declaration, the plan of its body (the same for every repeat), and its
     port as a whole (its repeats' ports chained `num_repeats` times)."""
 
@@ -91,7 +101,7 @@ class BlockPlan:
 
 
 @dataclass(frozen=True)
-class CircuitPlan:
+class CircuitPlan(Immutable):
     """The whole circuit: the top-level scope, the named inputs (those read fill the first
     slots of the top frame, as captured skips fill a repeat's) and the outputs in
     declaration order (`True` where one is in a block, so that it returns a tuple)."""

@@ -70,7 +70,7 @@ def copy_weights(
         ValueError: the models use different numbers of tensors, a pair differs in shape (both
             keys and shapes named), or (with `strict`) a tensor is never used.
 
-    Example:
+    Examples:
         >>> report = torch_circuit.copy_weights(hand_written, circuit, torch.randn(1, 3, 32, 32))
         >>> print(report)
         copied 38 tensors

@@ -37,6 +37,8 @@ from torch.nn.modules.module import (
     _global_forward_pre_hooks as _gfp,
 )
 
+from .nodes import Immutable
+
 __all__ = [
     "CallLayer",
     "PopSkip",
@@ -75,7 +77,7 @@ def plain(module: nn.Module) -> bool:
 
 
 @dataclass(frozen=True)
-class CallLayer:
+class CallLayer(Immutable):
     """`x = layer(x)`."""
 
     key: str
@@ -92,7 +94,7 @@ class CallLayer:
 
 
 @dataclass(frozen=True)
-class SaveSkip:
+class SaveSkip(Immutable):
     """`frame[slot] = save.capture(x)`; `x` passes through."""
 
     key: str
@@ -111,7 +113,7 @@ class SaveSkip:
 
 
 @dataclass(frozen=True)
-class PushSkip:
+class PushSkip(Immutable):
     """`frame[stack].append(save.capture(x))`; `x` passes through."""
 
     key: str
@@ -130,7 +132,7 @@ class PushSkip:
 
 
 @dataclass(frozen=True)
-class ReadSkip:
+class ReadSkip(Immutable):
     """`x = read(x, frame[slot])`, dropping the slot when this is its last read."""
 
     key: str
@@ -156,7 +158,7 @@ class ReadSkip:
 
 
 @dataclass(frozen=True)
-class ReadSkips:
+class ReadSkips(Immutable):
     """`x = read(x, *saved)`: a read of several names, dropping each slot read last here."""
 
     key: str
@@ -175,7 +177,7 @@ class ReadSkips:
 
 
 @dataclass(frozen=True)
-class PopSkip:
+class PopSkip(Immutable):
     """`x = read(x, frame[stack].pop())`: the pushed tensor leaves its stack here."""
 
     key: str
@@ -194,7 +196,7 @@ class PopSkip:
 
 
 @dataclass(frozen=True)
-class SaveOutput:
+class SaveOutput(Immutable):
     """`frame[slot].append(x)`: a named output; `x` passes through."""
 
     key: str
@@ -213,7 +215,7 @@ class SaveOutput:
 
 
 @dataclass(frozen=True)
-class RunBlock:
+class RunBlock(Immutable):
     """`x = block(x, *captured)`: a block receives the outer skips its body reads.
 
     A block whose repeats pop from a stack of this scope is handed the tensors they take

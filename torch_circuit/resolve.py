@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from torch import nn
 
-from .markers import EndBlock, GetInput, Output, PerRepeat, SaveInput, StartBlock
+from .hints import fix_for_unknown
+from .markers import GetInput, Output, PerRepeat, SaveInput
 from .nodes import BlockNode, InputNode, LayerNode, Node, OutputNode, ReadNode, SaveNode, Source
 from .parse import RawBlock, RawItem, RawLayer, parse, parse_inputs
 from .plan import BlockPlan, CircuitPlan, Entry, Port, ScopePlan, UnusedSaveWarning
@@ -349,7 +350,7 @@ class _Resolver:
         close = difflib.get_close_matches(name, visible, n=1)
         if close:
             return f"{message} Did you mean {close[0]!r}?"
-        return f"{message} {_fix_for_unknown(self.layers, name, position)}"
+        return f"{message} {fix_for_unknown(self.layers, name, position)}"
 
     def finish(
         self,
@@ -474,34 +475,3 @@ def _source_of(scope: _Scope, position: int, name: str) -> Source:
     return next(
         s.binding.source for s in slots if s.binding.name == name and position in s.binding.readers
     )
-
-
-def _fix_for_unknown(layers: Sequence[Any], name: str, position: int) -> str:
-    """Where the save a read misses is, if anywhere: later, or inside an ended block."""
-    open_blocks: list[tuple[StartBlock, int]] = []
-    inside: list[tuple[int, StartBlock, int]] = []  # save position, its block, block start
-    for index, item in enumerate(layers):
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-            item = item[1]
-        if isinstance(item, StartBlock):
-            open_blocks.append((item, index))
-        elif isinstance(item, EndBlock) and open_blocks:
-            _, start = open_blocks.pop()
-            for saved, owner, owner_start in inside:
-                if owner_start == start and saved < index < position:
-                    return (
-                        f"SaveInput({name!r}) at position {saved} is inside block "
-                        f"{owner.name!r}, which ends at position {index}: a name saved inside "
-                        "a block is not visible after its EndBlock. Save it before the block "
-                        "to use it after."
-                    )
-        elif isinstance(item, SaveInput) and item.name == name:
-            if index > position:
-                return (
-                    f"SaveInput({name!r}) comes later, at position {index}; move it before "
-                    f"position {position}."
-                )
-            if open_blocks:
-                block, start = open_blocks[-1]
-                inside.append((index, block, start))
-    return f"Add SaveInput({name!r}) before it."

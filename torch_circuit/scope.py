@@ -20,6 +20,33 @@ from .program import Step, run, spread
 __all__ = ["Repeat", "Scope", "describe_needs"]
 
 
+def layered_repr(root: nn.Module) -> str:
+    """`repr(root)` as `nn.Module` writes it, without recursing through nested circuits.
+
+    Scopes and blocks format themselves from their children's reprs (`repr_with`); the walk
+    computes those children first, with a stack of its own, so a repr of blocks nested
+    hundreds deep stays within Python's recursion limit.
+    """
+    done: dict[int, str] = {}
+    stack: list[tuple[nn.Module, bool]] = [(root, False)]
+    while stack:
+        module, ready = stack.pop()
+        if id(module) in done:
+            continue
+        layered = getattr(module, "repr_with", None)
+        if layered is None:
+            done[id(module)] = repr(module)
+            continue
+        if not ready:
+            stack.append((module, True))
+            stack.extend((child, False) for child in module._modules.values() if child is not None)
+            continue
+        done[id(module)] = layered(
+            {key: done[id(child)] for key, child in module._modules.items() if child is not None}
+        )
+    return done[id(root)]
+
+
 def describe_needs(captured: Sequence[tuple[str, Source]], pops: Sequence[str]) -> str:
     """`the skip 'r' (SaveInput at position 0)`, and the stacks popped from outside."""
     parts = [
@@ -64,6 +91,16 @@ class Scope(nn.Module):
         self._returns = (
             tuple(s for s, n in zip(plan.stack_slots, gives, strict=True) if n) + plan.output_slots
         )
+
+    def __repr__(self) -> str:
+        return layered_repr(self)
+
+    def repr_with(self, children: Mapping[str, str]) -> str:
+        """This scope's repr, given its children's (as `nn.Module.__repr__` lays it out)."""
+        lines = [f"({key}): {text}".replace("\n", "\n  ") for key, text in children.items()]
+        if not lines:
+            return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
 
     def _register(self, entries: Mapping[str, nn.Module]) -> None:
         for key, module in entries.items():

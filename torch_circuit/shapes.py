@@ -88,7 +88,7 @@ def trace_shapes(
         ShapeError: naming the layer (position, class, block and repeat) whose input does not
             fit, with the shape it received.
 
-    Example:
+    Examples:
         >>> trace_shapes(model, (1, 3, 32, 32)).output
         (1, 10)
     """
@@ -127,7 +127,7 @@ def _named_examples(
     declared = {node.name: node for node in circuit.input_nodes}
     unknown = sorted(set(shapes) - set(declared))
     if unknown:
-        raise ValueError(
+        raise ShapeError(
             f"input_shapes names {unknown}, which the circuit does not take; its named inputs "
             f"are {list(declared)}."
         )
@@ -136,7 +136,7 @@ def _named_examples(
         if name in shapes and shapes[name] is not None:
             examples[name] = as_example_input(shapes[name])  # type: ignore[arg-type]
         elif node.required:
-            raise ValueError(
+            raise ShapeError(
                 f"input_shapes has no shape for the input {name!r}, which the circuit needs; "
                 f"pass e.g. input_shapes={{{name!r}: (1, 16)}} or an example tensor."
             )

@@ -34,8 +34,8 @@ def pair_stacks(tree: list[RawItem], unused: list[str]) -> StackPairs:
     as a plain skip.
     """
     pairs = StackPairs()
-    ops = [(raw, where) for raw, where in _occurrences(tree, pairs)]
-    if not pairs.stacks:
+    ops = list(_occurrences(tree, pairs))
+    if not ops:
         return pairs
     sources: dict[int, dict[int, None]] = {}
     readers: dict[int, dict[int, None]] = {}

@@ -45,8 +45,7 @@ def summary(
             shapes are computed on the `meta` device, without real data.
         input_shapes: a shape or example tensor for each named input (see `trace_shapes`).
 
-    Example:
-
+    Examples:
         >>> print(model.summary(input_shape=(1, 3, 32, 32)))
     """
     trace = None if input_shape is None else trace_shapes(circuit, input_shape, input_shapes)

@@ -4,7 +4,7 @@
 `describe*.py` write a circuit as a document (`Circuit.to_config`) and `build.py`/`entries.py`
 read one back (`Circuit.from_config`); `state.py` proves each description by rebuilding it;
 `files.py` saves and loads models and reads and writes JSON and YAML; `dataflow.py` holds the
-parts of the format for the markers of issues 10 and 14.
+parts of the format beyond one tensor: named inputs, outputs, `PerRepeat` and named layers.
 
 This package imports nothing of `circuit.py` except in `files.py`, which `circuit.py` does not
 import: `Circuit`'s methods reach `describe` and `build` directly.

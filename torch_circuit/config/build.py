@@ -16,14 +16,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import dataflow
+from . import dataflow, registry
 from .entries import MARKERS, EntryDecoder
 from .format import DTYPES, FORMAT, VERSION, close_to
 
 __all__ = ["DOCUMENT_FIELDS", "DocumentDecoder", "build_circuit"]
 
 DOCUMENT_FIELDS = ("format", "version", "dtype", "inputs", "layers", "tied")
-CIRCUIT_FIELDS = ("layers", "inputs")
+CIRCUIT_FIELDS = ("inputs", "layers")
+ALIASES = frozenset({"transformation"})  # Python's old spellings: a file uses the current one
+
+
+def _is_per_repeat(value: Any) -> bool:
+    """`{"PerRepeat": factory}` where a module is expected: built per repeat."""
+    return isinstance(value, Mapping) and len(value) == 1 and "PerRepeat" in value
 
 
 def build_circuit(config: Any, circuit_class: type[nn.Module]) -> nn.Module:
@@ -119,13 +125,12 @@ class DocumentDecoder(EntryDecoder):
         self.blocks = []
         options: dict[str, Any] = {}
         if "inputs" in fields:
-            if not dataflow.accepts_inputs(cls):
-                self.fail(f"{base}inputs", "this torch-circuit has no named inputs.")
             options["inputs"] = dataflow.decode_inputs(fields["inputs"], f"{base}inputs")
         try:
             return cls(*layers, **options)
         except (TypeError, ValueError) as error:  # the construction errors of Python, located
-            raise type(error)(f"{where}: {error}") from error
+            notes = "".join(f" ({note})" for note in getattr(error, "__notes__", ()))
+            raise type(error)(f"{where}: {error}{notes}") from error
 
     def layer(self, item: Any, where: str) -> Any:
         """One item of a layer list: a layer, a marker, a function, or a `[name, layer]` pair."""
@@ -142,19 +147,26 @@ class DocumentDecoder(EntryDecoder):
     # --- Markers ---
 
     def marker(self, kind: str, arguments: Any, where: str) -> Any:
-        cls = dataflow.marker_class(kind, where)
-        fields = [
-            p.name
+        cls = dataflow.MARKER_CLASSES[kind]
+        parameters = [
+            p
             for p in inspect.signature(cls).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ALIASES
         ]
+        fields = [p.name for p in parameters]
         where = f"{where}.{kind}"
         if isinstance(arguments, list):
-            if len(arguments) > len(fields):
+            positional = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+            if len(arguments) > len(positional):
+                rest = [name for name in fields if name not in positional]
+                by_name = f"; give {', '.join(rest)} by name" if rest else ""
+                noun = "value" if len(positional) == 1 else "values"
                 self.fail(
-                    where, f"takes at most {len(fields)} values ({', '.join(fields)}).", TypeError
+                    where,
+                    f"takes at most {len(positional)} {noun} ({', '.join(positional)}){by_name}.",
+                    TypeError,
                 )
-            given = dict(zip(fields, arguments, strict=False))
+            given = dict(zip(positional, arguments, strict=False))
         elif isinstance(arguments, Mapping):
             given = dict(arguments)
             for key in given:
@@ -181,15 +193,31 @@ class DocumentDecoder(EntryDecoder):
         return marker
 
     def marker_field(self, kind: str, field: str, value: Any, where: str) -> Any:
+        if field in ("transform", "op") and _is_per_repeat(value):
+            return self.marker("PerRepeat", value["PerRepeat"], where)
         if field == "transform":
             return None if value is None else self.module(value, where)
         if field == "op":
             return self.op(value, where)
         if field == "factory":
-            return self.named_function(self.text(value, where), where)
+            return self.factory(self.text(value, where), where)
         if field == "name" and kind == "GetInput" and isinstance(value, list):
-            return tuple(value)  # a read of several names (issue 10)
+            return tuple(value)  # a read of several names
         return value
+
+    def factory(self, name: str, where: str) -> Any:
+        """A `PerRepeat` factory: a registered function or class, by name."""
+        found = dataflow.lookup_factory(name)
+        if found is None:
+            self.fail(
+                where,
+                f"{name!r} is not a registered factory."
+                f"{close_to(name, registry.registered_names())} Register the function "
+                "(index, count) -> module in the program that loads the config, before "
+                "loading: @torch_circuit.register on its definition, or "
+                f"torch_circuit.register(fn, name={name!r}).",
+            )
+        return found
 
     def op(self, value: Any, where: str) -> Any:
         """`"add"`/`"mul"`/`"cat"`, a registered function's name, or a module entry."""

@@ -83,6 +83,12 @@ class EntryDecoder:
 
     def entry(self, name: str, arguments: Any, where: str) -> nn.Module | Callable[..., Any]:
         """A module (or, for a registered function, the function) named `name`."""
+        if name == "PerRepeat":
+            self.fail(
+                where,
+                "PerRepeat goes in a layer list, or as a GetInput's op or a marker's transform.",
+                TypeError,
+            )
         if name in MARKERS:
             self.fail(where, f"{name} is a marker; markers only go in a layer list.", TypeError)
         self.depth += 1

@@ -54,7 +54,7 @@ def save(model: Circuit, path: PathLike) -> Path:
     Raises:
         ValueError: the model cannot be described (see `Circuit.to_config`).
 
-    Example:
+    Examples:
         >>> torch_circuit.save(model, "checkpoints/resnet")
         >>> twin = torch_circuit.load("checkpoints/resnet")
     """
@@ -100,7 +100,7 @@ def load(path: PathLike, *, device: str | torch.device | None = None) -> Circuit
         TypeError, ValueError: the config is malformed, or the weights do not fit it (a key
             missing or extra, a shape or dtype that differs), named in the message.
 
-    Example:
+    Examples:
         >>> model = torch_circuit.load("checkpoints/resnet").eval()
     """
     folder = Path(path)
@@ -158,7 +158,7 @@ def read_config(path: PathLike) -> dict[str, Any]:
         FileNotFoundError: no such file.
         ValueError: the file is not valid JSON/YAML, or has an unknown suffix.
 
-    Example:
+    Examples:
         >>> model = Circuit.from_config(torch_circuit.read_config("examples/configs/unet.yaml"))
     """
     file = Path(path)
@@ -197,7 +197,7 @@ def write_config(config: Circuit | Mapping[str, Any], path: PathLike) -> Path:
 
     The layout is for reading and editing by hand: one layer per line.
 
-    Example:
+    Examples:
         >>> torch_circuit.write_config(model, "model.yaml")
     """
     document = config.to_config() if isinstance(config, Circuit) else config
@@ -218,12 +218,15 @@ def to_json(config: Mapping[str, Any]) -> str:
     return _json(config, "") + "\n"
 
 
-def _json(value: Any, indent: str) -> str:
+def _json(value: Any, indent: str, layers: bool = False) -> str:
     inner = indent + "  "
     if isinstance(value, Mapping) and _tall(value):
-        items = [f"{inner}{json.dumps(key)}: {_json(item, inner)}" for key, item in value.items()]
+        items = [
+            f"{inner}{json.dumps(key)}: {_json(item, inner, key == 'layers')}"
+            for key, item in value.items()
+        ]
         return "{\n" + ",\n".join(items) + f"\n{indent}}}"
-    if isinstance(value, list) and (_tall(value) or _is_layer_list(value)):
+    if isinstance(value, list) and value and (layers or _tall(value)):
         return "[\n" + ",\n".join(inner + _json(item, inner) for item in value) + f"\n{indent}]"
     return json.dumps(value)
 
@@ -237,10 +240,6 @@ def _tall(value: Any) -> bool:
     return False
 
 
-def _is_layer_list(value: list[Any]) -> bool:
-    return bool(value) and all(isinstance(item, str | dict | list) for item in value)
-
-
 def to_yaml(config: Mapping[str, Any]) -> str:
     """The config as YAML: one layer per line, arguments in flow style (`{p: 0.1}`)."""
     _yaml()  # a clear message if PyYAML is missing
@@ -250,7 +249,10 @@ def to_yaml(config: Mapping[str, Any]) -> str:
         """A layer-list entry: a block mapping, so that it reads `- EndBlock: stage`."""
 
     class Flat(dict[str, Any]):
-        """Arguments that are all plain values: one line, `{output_size: [1, 1]}`."""
+        """Arguments short enough for one line: `{output_size: [1, 1]}`."""
+
+    class Pair(list[Any]):
+        """A named layer on one line: `[stem, {Conv2d: {...}}]`."""
 
     class Dumper(yaml.SafeDumper):
         pass
@@ -261,23 +263,30 @@ def to_yaml(config: Mapping[str, Any]) -> str:
 
         return mapping
 
+    def pair(dumper: yaml.SafeDumper, data: list[Any]) -> Any:
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+
     Dumper.add_representer(Entry, represent(flow=False))
     Dumper.add_representer(Flat, represent(flow=True))
+    Dumper.add_representer(Pair, pair)
 
-    def plain(value: Any) -> bool:
-        if isinstance(value, list):
-            return all(not isinstance(item, Mapping | list) for item in value)
-        return not isinstance(value, Mapping)
+    def short(value: Any, width: int = 72) -> bool:
+        """Whether `value` fits in about `width` characters of YAML's flow style."""
+        return not _tall(value) and len(json.dumps(value).replace('"', "")) <= width
+
+    def entry(item: Any) -> Any:
+        if isinstance(item, Mapping):
+            return Entry(mark(item))
+        if isinstance(item, list) and len(item) == 2:  # [name, entry]
+            return Pair(mark(item)) if short(item, 90) else [item[0], entry(item[1])]
+        return mark(item)
 
     def mark(value: Any) -> Any:
         if isinstance(value, Mapping):
             marked = {key: mark(item) for key, item in value.items()}
             if "layers" in value and isinstance(value["layers"], list):
-                marked["layers"] = [
-                    Entry(mark(item)) if isinstance(item, Mapping) else mark(item)
-                    for item in value["layers"]
-                ]
-            elif value and all(plain(item) for item in value.values()):
+                marked["layers"] = [entry(item) for item in value["layers"]]
+            elif value and short(value):
                 return Flat(marked)
             return marked
         if isinstance(value, list):

@@ -95,7 +95,7 @@ def register(obj: Any = None, *, name: str | None = None) -> Any:
         TypeError: `obj` is not an `nn.Module` subclass or a function, or `name` is not a string.
         ValueError: the name is malformed, reserved, or taken by another object.
 
-    Example:
+    Examples:
         >>> @torch_circuit.register
         ... class Scale(nn.Module):
         ...     def __init__(self, factor: float) -> None: ...

@@ -56,12 +56,17 @@ def hook_counts(module: nn.Module) -> dict[str, int]:
 
 
 def differences(
-    original: nn.Module, rebuilt: nn.Module, path: str = "", reference: str = BUILT
+    original: nn.Module,
+    rebuilt: nn.Module,
+    path: str = "",
+    reference: str = BUILT,
+    skip: frozenset[str] = frozenset(),
 ) -> str | None:
     """The first way `rebuilt` differs from `original`, in words, or `None` if none.
 
     Devices are not compared; floating dtypes are, so `rebuilt` should already be cast to
-    the dtype the description promises. `reference` names `rebuilt` in the message.
+    the dtype the description promises. `reference` names `rebuilt` in the message; the
+    submodules at the paths in `skip` (relative to the first call's modules) are not compared.
     """
     where = f" (at {path})" if path else ""
     if type(original) is not type(rebuilt):
@@ -92,12 +97,15 @@ def differences(
             f"{list(rebuilt_children)}"
         )
     for name, child in children.items():
+        child_path = f"{path}.{name}" if path else name
+        if child_path in skip:
+            continue
         other = rebuilt_children[name]
         if child is None or other is None:
             if child is not other:
                 return f"submodule {name!r}{where} is None on one side only"
             continue
-        found = differences(child, other, f"{path}.{name}" if path else name, reference)
+        found = differences(child, other, child_path, reference, skip)
         if found is not None:
             return found
     return None

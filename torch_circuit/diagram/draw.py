@@ -94,8 +94,7 @@ def visualize(
             message gives its size and that of the folded view), or input shapes the circuit
             cannot take; each before any file is written.
 
-    Example:
-
+    Examples:
         >>> fig = model.visualize("architecture.pdf", input_shape=(1, 3, 32, 32))
         >>> model.visualize("architecture.html")  # open it in a browser
     """

@@ -240,8 +240,7 @@ def circuit_graph(
             and `expanded` contradict each other, or `input_shapes` comes without
             `input_shape` (or leaves out a required input).
 
-    Example:
-
+    Examples:
         >>> [n.kind for n in circuit_graph(Circuit(nn.ReLU())).nodes]
         ['input', 'layer', 'output']
     """

@@ -109,8 +109,7 @@ def circuit_html(
     Raises:
         ValueError: the folded diagram alone would draw more than `view.MAX_DRAWN` nodes.
 
-    Example:
-
+    Examples:
         >>> page = circuit_html(model, input_shape=(1, 3, 32, 32))
         >>> page.startswith("<!DOCTYPE html>")
         True

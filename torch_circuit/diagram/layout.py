@@ -106,8 +106,7 @@ def layout_circuit(
         input_shapes: a shape or example tensor for each named input (with `input_shape`);
             each entry shows its input's shape.
 
-    Example:
-
+    Examples:
         >>> layout = layout_circuit(model, expanded=True)
         >>> layout.width, layout.height  # inches, the figure's natural size
     """

@@ -52,8 +52,7 @@ def to_dot(
         ValueError: more than `MAX_TEXT_NODES` nodes to write (the message gives the
             folded size), or input shapes the circuit cannot take.
 
-    Example:
-
+    Examples:
         >>> print(to_dot(model))  # then: dot -Tsvg circuit.dot, or any online viewer
     """
     graph = graph_of_text(
@@ -128,8 +127,7 @@ def to_mermaid(
         ValueError: more than `MAX_TEXT_NODES` nodes to write (the message gives the
             folded size), or input shapes the circuit cannot take.
 
-    Example:
-
+    Examples:
         >>> print(to_mermaid(model))
     """
     graph = graph_of_text(

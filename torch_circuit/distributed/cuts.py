@@ -104,6 +104,8 @@ def scope_info(scope: Scope, outer_names: Sequence[str] = ()) -> ScopeInfo:
         if key in step_index:
             next_step += 1
     names = [""] * scope.num_slots
+    if not outer_names:  # a circuit: its named inputs fill the first slots
+        outer_names = [node.name for node in scope.input_nodes if node.readers]
     names[: len(outer_names)] = outer_names
     blocks: dict[int, BlockInfo] = {}
     for index, step in enumerate(steps):
@@ -275,8 +277,7 @@ def split_points(model: Circuit) -> list[str]:
     (not between the repeats of a block with shared weights). `split(model, at=...)` also
     accepts any top-level layer, and any layer inside a repeat that is not checkpointed.
 
-    Example:
-
+    Examples:
         >>> split_points(model)
         ['resnet', 'resnet.1', 'resnet.2', '13']
     """
@@ -285,10 +286,26 @@ def split_points(model: Circuit) -> list[str]:
 
 
 def check_circuit(model: Any, caller: str) -> Circuit:
+    """`model`, if it is a `Circuit` a pipeline can cut: its stages hand on only skips."""
     if not isinstance(model, Circuit):
         raise TypeError(
             f"{caller} splits a Circuit, got {type(model).__name__}; pass the Circuit itself "
             "(not a DDP, FSDP or compiled wrapper of it)."
+        )
+    port = model.port
+    if port.outputs:
+        names = [name for name, _ in port.outputs]
+        raise ValueError(
+            f"{caller} cannot cut a circuit with named outputs ({names}): a pipeline's stages "
+            "hand on only the current tensor and skips, so an output made in an earlier stage "
+            "could not reach the caller. Remove the Output markers for pipeline training, or "
+            "train it with DDP or FSDP2 (torch_circuit.distributed.shard)."
+        )
+    if port.stacks:
+        names = [name for name, _, _ in port.stacks]
+        raise ValueError(
+            f"{caller} cannot cut a circuit with stacks of pushed skips ({names}); use plain "
+            "skips (SaveInput/GetInput without push/pop) for pipeline training, or DDP/FSDP2."
         )
     return model
 

@@ -18,7 +18,7 @@ def shard(model: nn.Module, **fully_shard_kwargs: Any) -> nn.Module:
     Each repeat becomes one communication unit, all-gathered just before it runs and freed
     after, the way a transformer is sharded per layer. A block with `share_weights=True` has
     one repeat module, gathered at every repeat. Blocks nested in blocks are sharded innermost
-    first. The call is the same as doing it by hand::
+    first. The call is the same as doing it by hand:
 
         for module in reversed(list(model.modules())):
             if isinstance(module, torch_circuit.block.Block):
@@ -34,8 +34,7 @@ def shard(model: nn.Module, **fully_shard_kwargs: Any) -> nn.Module:
     Returns:
         `model` itself, now an `FSDPModule`.
 
-    Example:
-
+    Examples:
         >>> dist.init_process_group("nccl")
         >>> model = shard(Circuit(...).cuda())
         >>> optimizer = torch.optim.AdamW(model.parameters())

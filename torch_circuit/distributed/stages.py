@@ -46,8 +46,7 @@ def split(
             `"resnet.2"` (a repeat), `"13"` (a top-level layer), `"resnet.1.5"` (a layer
             inside a repeat that is not checkpointed).
 
-    Example:
-
+    Examples:
         >>> first, second = split(model, at=["resnet.2"])
         >>> torch.equal(second(*first(x)), model(x))
         True
@@ -154,7 +153,7 @@ def _levels(info: ScopeInfo, path: Path) -> list[_Level]:
     captured_from: tuple[int, ...] = ()
     for depth in range(0, len(path), 2):
         live = scope.live_slots(path[depth])
-        inner = scope.num_captures
+        inner = scope.num_captures if depth else 0  # the circuit's own are its named inputs
         carried = tuple(slot for slot in live if slot >= inner)
         captures = tuple((slot, captured_from[slot]) for slot in live if slot < inner)
         levels.append(_Level(scope, carried, captures))
@@ -199,7 +198,8 @@ class CircuitStage(nn.Module):
     Attributes:
         index: this stage's position in the pipeline, from 0.
         num_stages: how many stages the circuit was split into.
-        inputs: the names of the skips `forward` takes after `x`.
+        inputs: the names of the skips `forward` takes after `x` (for the first stage, the
+            circuit's named inputs).
         outputs: the names of the skips `forward` returns after `x`.
     """
 
@@ -222,7 +222,9 @@ class CircuitStage(nn.Module):
         self._end = end
         self._in_levels = _levels(info, start)
         self._out_levels = _levels(info, end) if end is not None else []
-        self.inputs = _names(self._in_levels)
+        # The first stage takes the circuit's named inputs, the others what crosses over.
+        first = tuple(info.slot_names[: info.num_captures])
+        self.inputs = _names(self._in_levels) if start else first
         self.outputs = _names(self._out_levels)
 
     def forward(self, x: Any, *skips: Any) -> Any:
@@ -235,7 +237,10 @@ class CircuitStage(nn.Module):
         x = _contiguous_grad(x)
         skips = tuple(_contiguous_grad(skip) for skip in skips)
         frames_in = iter(_unpack(self._in_levels, skips))
-        frame = next(frames_in) if self._start else [None] * self._info.num_slots
+        if self._start:
+            frame = next(frames_in)
+        else:
+            frame = [*skips, *([None] * (self._info.num_slots - len(skips)))]
         frames_out: list[list[Any]] = []
         x = self._run_scope(
             self._info, self, frame, x, self._start, self._end, frames_in, frames_out
@@ -376,8 +381,7 @@ def pipeline_stage(
         group: the process group of the pipeline; by default the world.
         **stage_kwargs: passed to `PipelineStage`.
 
-    Example:
-
+    Examples:
         >>> dist.init_process_group("gloo")
         >>> stage = pipeline_stage(model)
         >>> schedule = ScheduleGPipe(stage, n_microbatches=4, loss_fn=loss_fn)
