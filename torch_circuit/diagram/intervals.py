@@ -20,8 +20,7 @@ class LevelIndex:
     Spans are closed (`(0, 1)` and `(1, 2)` overlap), and every span placed or asked about
     must have its ends among `ends`.
 
-    Example:
-
+    Examples:
         >>> index = LevelIndex([0.0, 1.0, 2.0, 3.0])
         >>> index.place((0.0, 1.0), 0)
         >>> index.highest((1.0, 3.0)), index.highest((2.0, 3.0))
