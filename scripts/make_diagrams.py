@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit import Circuit, EndBlock, GetInput, Output, PerRepeat, SaveInput, StartBlock
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
@@ -144,6 +144,52 @@ def resnet_stage(blocks: int = 50, width: int = 16) -> Circuit:
     )
 
 
+class TimeShift(nn.Module):
+    """Adds a projection of the timestep embedding `t` to each channel of `x`."""
+
+    def __init__(self, time_dim: int, channels: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(time_dim, channels)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return x + self.project(t)[:, :, None, None]  # (B, C, H, W) + (B, C, 1, 1)
+
+
+def conditioned_unet(levels: int = 3, width: int = 16, time_dim: int = 32) -> Circuit:
+    """A timestep-conditioned U-Net with the new markers: the encoder and the decoder are one
+    repeated block each, paired level by level through a push/pop stack; widths double per
+    level (`PerRepeat`); every level reads the named input `t`; the decoder returns each
+    level's features and the head the prediction (`Output`)."""
+
+    def channels(level: int) -> int:
+        return width * 2**level
+
+    return Circuit(
+        ("stem", nn.Conv2d(1, width, 3, padding=1)),
+        StartBlock("down", num_repeats=levels),
+        GetInput("t", op=PerRepeat(lambda i, n: TimeShift(time_dim, channels(i)))),
+        SaveInput("skip", push=True),
+        PerRepeat(lambda i, n: nn.Conv2d(channels(i), channels(i + 1), 3, stride=2, padding=1)),
+        nn.ReLU(),
+        EndBlock("down"),
+        ("middle", nn.Conv2d(channels(levels), channels(levels), 3, padding=1)),
+        StartBlock("up", num_repeats=levels),
+        PerRepeat(
+            lambda i, n: nn.ConvTranspose2d(channels(n - i), channels(n - i - 1), 2, stride=2)
+        ),
+        GetInput("skip", pop=True, op="cat"),  # (B, 2C, H, W)
+        PerRepeat(
+            lambda i, n: nn.Conv2d(2 * channels(n - i - 1), channels(n - i - 1), 3, padding=1)
+        ),
+        nn.ReLU(),
+        Output("features"),
+        EndBlock("up"),
+        ("head", nn.Conv2d(width, 1, 1)),
+        Output("noise"),
+        inputs=("t",),
+    )
+
+
 def _example(name: str) -> ModuleType:
     """A script of ``examples/``, imported as a module (its ``main`` does not run)."""
     module_name = f"_example_{name}"
@@ -155,26 +201,44 @@ def _example(name: str) -> ModuleType:
     return module
 
 
-def zoo() -> list[tuple[str, Callable[[], Circuit], Any]]:
-    """Every model the docs draw and every example's model, with an input for its shapes."""
+def zoo() -> list[tuple[str, Callable[[], Circuit], dict[str, Any]]]:
+    """Every model the docs draw and every example's model, with the inputs for its shapes
+    (`input_shape`, and `input_shapes` for a model with named inputs)."""
     tokens = torch.zeros(1, 16, dtype=torch.long)
+
+    def main_input(shape: Any) -> dict[str, Any]:
+        return {"input_shape": shape}
+
     return [
-        ("quickstart", quickstart, (1, 3, 32, 32)),
-        ("unet", unet, (1, 3, 64, 64)),
-        ("transformer", transformer, tokens),
-        ("deep_mlp", deep_mlp, (8, 32)),
-        ("resnet_stage_50", resnet_stage, (1, 3, 16, 16)),
-        ("examples/resnet_mnist", _example("resnet_mnist").build_circuit, (1, 1, 28, 28)),
-        ("examples/unet_segmentation", _example("unet_segmentation").build_circuit, (1, 1, 32, 32)),
+        ("quickstart", quickstart, main_input((1, 3, 32, 32))),
+        ("unet", unet, main_input((1, 3, 64, 64))),
+        ("transformer", transformer, main_input(tokens)),
+        ("deep_mlp", deep_mlp, main_input((8, 32))),
+        ("resnet_stage_50", resnet_stage, main_input((1, 3, 16, 16))),
+        (
+            "conditioned_unet",
+            conditioned_unet,
+            {"input_shape": (1, 1, 32, 32), "input_shapes": {"t": (1, 32)}},
+        ),
+        (
+            "examples/resnet_mnist",
+            _example("resnet_mnist").build_circuit,
+            main_input((1, 1, 28, 28)),
+        ),
+        (
+            "examples/unet_segmentation",
+            _example("unet_segmentation").build_circuit,
+            main_input((1, 1, 32, 32)),
+        ),
         (
             "examples/transformer_encoder",
             _example("transformer_encoder").build_circuit,
-            torch.zeros(1, 10, dtype=torch.long),
+            main_input(torch.zeros(1, 10, dtype=torch.long)),
         ),
         (
             "examples/train_distributed",
             lambda: _example("train_distributed").resnet(False),
-            (1, 3, 16, 16),
+            main_input((1, 3, 16, 16)),
         ),
     ]
 
@@ -184,9 +248,9 @@ def sizes() -> None:
     from torch_circuit.diagram.layout import layout_circuit
     from torch_circuit.diagram.render import PNG_DPI
 
-    for name, build, shape in zoo():
+    for name, build, shapes in zoo():
         for expanded in (False, True):
-            layout = layout_circuit(build(), expanded=expanded, input_shape=shape)
+            layout = layout_circuit(build(), expanded=expanded, **shapes)
             width, height = round(layout.width * PNG_DPI), round(layout.height * PNG_DPI)
             view = "expanded" if expanded else "folded"
             print(
@@ -201,16 +265,19 @@ def main() -> None:
         sizes()
         return
     IMAGES.mkdir(parents=True, exist_ok=True)
+    shapes = {name: shapes for name, _, shapes in zoo()}
     jobs = [
-        ("quickstart_folded.png", quickstart(), False, (1, 3, 32, 32)),
-        ("quickstart_expanded.png", quickstart(), True, (1, 3, 32, 32)),
-        ("unet.png", unet(), False, (1, 3, 64, 64)),
-        ("transformer_expanded.png", transformer(), True, torch.zeros(1, 16, dtype=torch.long)),
-        ("deep_200_layers.png", deep_mlp(), True, (8, 32)),
+        ("quickstart_folded.png", quickstart(), False, shapes["quickstart"]),
+        ("quickstart_expanded.png", quickstart(), True, shapes["quickstart"]),
+        ("unet.png", unet(), False, shapes["unet"]),
+        ("transformer_expanded.png", transformer(), True, shapes["transformer"]),
+        ("deep_200_layers.png", deep_mlp(), True, shapes["deep_mlp"]),
+        ("conditioned_unet_folded.png", conditioned_unet(), False, shapes["conditioned_unet"]),
+        ("conditioned_unet_expanded.png", conditioned_unet(), True, shapes["conditioned_unet"]),
     ]
-    for name, model, expanded, shape in jobs:
+    for name, model, expanded, inputs in jobs:
         path = IMAGES / name
-        model.visualize(save_path=str(path), expanded=expanded, input_shape=shape)
+        model.visualize(save_path=str(path), expanded=expanded, **inputs)
         print(f"wrote {path.relative_to(IMAGES.parent.parent)}", file=sys.stderr)
 
 

@@ -1,6 +1,8 @@
 """The drawing rules every layout keeps, checked on layouts as plain data: boxes never
 overlap, frames hold their boxes, overlapping skips take their own lanes, no edge crosses a
-box, no two edges share a segment, text fits its box."""
+box, no two edges share a segment, text fits its box; marks (transforms, output names) hold
+their text and sit clear of boxes, marks and other edges; named inputs stay off the flow,
+every output has its tap and every value a read takes its own arrival."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import itertools
 from typing import Any
 
 from torch_circuit.diagram.describe import text_width
-from torch_circuit.diagram.geometry import Box, Edge, Layout
+from torch_circuit.diagram.geometry import Edge, Layout
 
 EPS = 1e-9
 
@@ -16,7 +18,7 @@ EPS = 1e-9
 # --- The drawing rules, checked on any layout ---
 
 
-def interiors_overlap(a: Box, b: Box) -> bool:
+def interiors_overlap(a: Any, b: Any) -> bool:
     return (
         a.x < b.x + b.w - EPS
         and b.x < a.x + a.w - EPS
@@ -25,7 +27,7 @@ def interiors_overlap(a: Box, b: Box) -> bool:
     )
 
 
-def segment_crosses_box(p: tuple[float, float], q: tuple[float, float], box: Box) -> bool:
+def segment_crosses_box(p: tuple[float, float], q: tuple[float, float], box: Any) -> bool:
     """Whether an axis-aligned segment enters the open interior of ``box``."""
     x0, x1 = sorted((p[0], q[0]))
     y0, y1 = sorted((p[1], q[1]))
@@ -96,9 +98,55 @@ def check_rules(layout: Layout) -> None:
             for t in b.segments():
                 assert shared_length(s, t) < EPS, f"{a.id} and {b.id} share a segment"
     for box in boxes:
-        if box.kind in ("layer", "input", "output"):
+        if box.kind in ("layer", "input", "output", "entry"):
             for line in box.lines:
                 assert text_width(line, 8) <= box.w, f"text {line!r} overflows {box.id}"
+    check_dataflow(layout)
+    check_marks(layout)
+
+
+def check_dataflow(layout: Layout) -> None:
+    """Named inputs, outputs and reads of several values: an entry is off the flow and its
+    lane reaches every reader; every output has its tap, named; every value a read takes
+    arrives at its own place on the merge."""
+    graph = layout.graph
+    kinds = {box.id: box.kind for box in layout.boxes}
+    for edge in layout.edges:
+        if edge.kind == "flow":
+            assert kinds[edge.source] != "entry" and kinds[edge.targets[0]] != "entry", edge.id
+    taps = {edge.source: edge for edge in layout.edges if edge.kind == "tap"}
+    for box in layout.boxes:
+        if box.kind == "tap":
+            (mark,) = taps[box.id].marks
+            assert mark.lines == box.lines, f"the tap {box.id} does not name its output"
+    ends = {edge.id: [path[-1] for path in edge.paths] for edge in layout.edges}
+    for skip in graph.skips:
+        if skip.reads:
+            assert len(ends[skip.id]) == len(skip.reads), f"{skip.id} misses a read"
+    arrivals = [end for found in ends.values() for end in found]
+    assert len(arrivals) == len(set(arrivals)), "two values arrive at one place"
+    has_outputs = any(node.kind == "tap" for node in graph.nodes)
+    assert ("output" in kinds.values()) != has_outputs, "a circuit with outputs has no result"
+
+
+def check_marks(layout: Layout) -> None:
+    """Transform marks and the boxes naming outputs: they hold their text, overlap no box and
+    no other mark, and no edge but their own runs through them."""
+    marks = [(edge, mark) for edge in layout.edges for mark in edge.marks]
+    for edge, mark in marks:
+        for line in mark.lines:
+            assert text_width(line, 7) <= mark.w + EPS, f"{line!r} overflows its mark"
+        for box in layout.boxes:
+            assert not interiors_overlap(mark, box), f"a mark of {edge.id} overlaps {box.id}"
+        for other in layout.edges:
+            if other is edge:
+                continue
+            for p, q in other.segments():
+                assert not segment_crosses_box(p, q, mark), (
+                    f"{other.id} crosses a mark of {edge.id}"
+                )
+    for (a_edge, a), (b_edge, b) in itertools.combinations(marks, 2):
+        assert not interiors_overlap(a, b), f"marks of {a_edge.id} and {b_edge.id} overlap"
 
 
 def lanes_by_column(edge: Edge, layout: Layout) -> dict[int, float]:

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from torch_circuit import Circuit
-from torch_circuit.cli import load_circuit, main, parse_shape
+from torch_circuit.cli import DTYPES, InputSpec, load_circuit, main, parse_input, parse_shape
 
 MODELS = """
 import torch
@@ -48,6 +49,22 @@ def needs_args(width):
 
 def broken():
     raise RuntimeError("weights file missing")
+
+
+def masked_fill(x, mask):
+    return x.masked_fill(mask.unsqueeze(-1), 0.0)
+
+
+def encoder():
+    return Circuit(
+        nn.Embedding(100, 8),
+        StartBlock("layer", num_repeats=2),
+        SaveInput("x"),
+        GetInput("mask", op=masked_fill),
+        GetInput("x"),
+        EndBlock("layer"),
+        inputs=("mask",),
+    )
 """
 
 
@@ -165,6 +182,117 @@ def test_bad_input_shape_is_an_argument_error(
     err = capsys.readouterr().err
     assert "positive integers separated by commas, like 1,3,32,32" in err
     assert "Traceback" not in err
+
+
+# named inputs and dtypes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "spec"),
+    [
+        ("1,16", InputSpec(None, (1, 16), None, "1,16")),
+        ("1,16:long", InputSpec(None, (1, 16), torch.long, "1,16:long")),
+        ("mask=1,16:bool", InputSpec("mask", (1, 16), torch.bool, "mask=1,16:bool")),
+        ("t=4x32", InputSpec("t", (4, 32), None, "t=4x32")),
+    ],
+)
+def test_parse_input(text: str, spec: InputSpec) -> None:
+    assert parse_input(text) == spec
+
+
+def test_a_dtype_gives_a_tensor_of_it_and_no_dtype_a_shape() -> None:
+    example = parse_input("mask=2,3:bool").example()
+    assert isinstance(example, torch.Tensor) and example.dtype is torch.bool
+    assert tuple(example.shape) == (2, 3)
+    assert parse_input("2,3").example() == (2, 3)
+    assert DTYPES["long"] is torch.long and DTYPES["half"] is torch.float16
+
+
+@pytest.mark.parametrize("command", ["draw", "summary"])
+def test_named_inputs_take_their_shapes_and_dtypes(
+    command: str, models_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shapes = ["--input-shape", "1,16:long", "--input-shape", "mask=1,16:bool"]
+    extra = ["-o", str(tmp_path / "e.html")] if command == "draw" else []
+    assert main([command, f"{models_file}:encoder", *extra, *shapes]) == 0
+    out = capsys.readouterr().out
+    if command == "summary":
+        assert "input 'mask'" in out and "(1, 16, 8)" in out
+    else:
+        page = (tmp_path / "e.html").read_text(encoding="utf-8")
+        assert "named input 'mask' of forward (required)" in page
+        assert '"shape": "(1, 16)"' in page
+
+
+@pytest.mark.parametrize(
+    ("shapes", "message"),
+    [
+        (
+            ["1,16:long"],
+            "--input-shape: the model also needs its named inputs ['mask']; give each a shape, "
+            "e.g. --input-shape mask=1,16 (add :bool for a mask).",
+        ),
+        (
+            ["mask=1,16:bool"],
+            "--input-shape: named inputs' shapes need the main input's too, e.g. --input-shape "
+            "1,16 --input-shape mask=1,16:bool.",
+        ),
+        (
+            ["1,16:long", "2,16:long"],
+            "--input-shape 2,16:long: the main input has a shape already; give it once, and a "
+            "named input's as NAME=SHAPE (mask=1,16:bool).",
+        ),
+        (
+            ["1,16:long", "masks=1,16"],
+            "--input-shape masks=1,16: the model takes no input 'masks'; its named inputs are "
+            "['mask'].",
+        ),
+        (
+            ["1,16:long", "mask=1,16:bool", "mask=1,16:bool"],
+            "--input-shape mask=1,16:bool: 'mask' has a shape already.",
+        ),
+        (
+            ["1,16:long", "mask=1,17:bool"],
+            "--input-shape 1,16:long --input-shape mask=1,17:bool: input_shape (1, 16) does not "
+            "fit the circuit: GetInput('mask', op=masked_fill) at position 3",
+        ),
+    ],
+)
+def test_bad_named_input_shapes_are_one_line(
+    shapes: list[str], message: str, models_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["summary", f"{models_file}:encoder"]
+    for shape in shapes:
+        argv += ["--input-shape", shape]
+    assert main(argv) == 1
+    assert error_line(capsys).startswith(f"torch-circuit: error: {message}")
+
+
+def test_a_shape_for_a_model_without_named_inputs_names_none(
+    models_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["summary", f"{models_file}:small", "--input-shape", "1,3,8,8", "--input-shape", "m=1"]
+    assert main(argv) == 1
+    assert error_line(capsys) == (
+        "torch-circuit: error: --input-shape m=1: the model takes no input 'm'; it has none."
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mask=1,16:boolean", "unknown dtype 'boolean' in 'mask=1,16:boolean'; use one of bool"),
+        ("2mask=1,16", "expected NAME=SHAPE with NAME an input's name, like mask=1,16"),
+        ("mask=", "expected positive integers separated by commas, like 1,3,32,32"),
+    ],
+)
+def test_a_malformed_named_shape_is_an_argument_error(
+    text: str, message: str, models_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["summary", f"{models_file}:encoder", f"--input-shape={text}"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 # finding the factory ---------------------------------------------------------------------------

@@ -3,11 +3,17 @@ packed into columns no taller than the width allows, ending early at a quieter c
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
-from torch_circuit.diagram.columns import balanced_height, chunks, pack
+from torch_circuit.diagram.columns import _least_height, balanced_height, chunks, pack
 from torch_circuit.diagram.geometry import COLUMN_GUTTER, MAX_ASPECT, MIN_WRAP_HEIGHT
 from torch_circuit.diagram.graph import circuit_graph
 
@@ -61,3 +67,48 @@ def test_one_column_only_while_it_is_not_too_tall_for_its_width(width: float) ->
     else:
         assert columns > 1
         assert limit <= MAX_ASPECT * (columns * width - COLUMN_GUTTER)
+
+
+def exhaustive_height(heights: list[float], width: float, live: list[int]) -> float:
+    """The column height `balanced_height` stands for, found by trying every column count."""
+    total = sum(heights)
+
+    def across(columns: int) -> float:
+        return columns * width - COLUMN_GUTTER
+
+    if total <= min(MIN_WRAP_HEIGHT, MAX_ASPECT * across(1)):
+        return total
+    most = 2 * math.ceil(math.sqrt(total / width)) + 1
+    options = [(_least_height(heights, c, live), c) for c in range(1, most + 1)]
+    slim = [o for o in options if o[0] <= MAX_ASPECT * across(o[1])] or options[-1:]
+    return min(slim, key=lambda option: option[0] + option[1] * width)[0]
+
+
+def diagram_cost(heights: list[float], limit: float, width: float, live: list[int]) -> float:
+    columns = max(pack(heights, limit, width, live)) + 1
+    return limit + columns * width
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    heights=st.lists(st.sampled_from([0.6, 0.64, 0.8, 1.2, 2.9, 5.5]), min_size=5, max_size=250),
+    width=st.floats(2.5, 5.0),
+    data=st.data(),
+)
+def test_the_search_for_a_column_height_matches_trying_every_count(
+    heights: list[float], width: float, data: Any
+) -> None:
+    live = data.draw(
+        st.lists(st.integers(0, 3), min_size=len(heights) - 1, max_size=len(heights) - 1)
+    )
+    found = balanced_height(heights, width, live)
+    best = exhaustive_height(heights, width, live)
+    assert (
+        diagram_cost(heights, found, width, live) <= diagram_cost(heights, best, width, live) + 1e-6
+    )
+
+
+def test_named_inputs_stay_in_the_column_of_the_input() -> None:
+    model = Circuit(GetInput("mask", op=torch.mul), nn.ReLU(), inputs=("mask",))
+    parts, _ = chunks(circuit_graph(model))
+    assert parts[0] == [("node", "input:mask"), ("node", "input")]

@@ -12,7 +12,8 @@ from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, LambdaLayer, SaveInput, StartBlock
 from torch_circuit.diagram.geometry import GAP
-from torch_circuit.diagram.graph import circuit_graph, transform_layers
+from torch_circuit.diagram.graph import circuit_graph
+from torch_circuit.diagram.labels import transform_layers
 from torch_circuit.diagram.layout import layout_circuit
 from torch_circuit.shapes import ShapeError
 

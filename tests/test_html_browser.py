@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from _browser import start_browser
 from _diagrams import ROOT, Hostile, models, nested
 from torch import nn
 
-from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
+from torch_circuit import Circuit, EndBlock, GetInput, Output, SaveInput, StartBlock
 
 RESNET = 3  # the StartBlock position of the Quick Start's block: its view's name
 SECOND = 1.0  # what the issue allows to open, and to expand, a 200-layer model
@@ -259,4 +260,46 @@ def test_a_block_too_large_to_expand_says_so_when_clicked(browser: Any, tmp_path
     assert view(browser) == ""
     status = browser.find_element(By.ID, "status").text
     assert "'huge' expanded is too large to draw" in status
+    assert console_problems(browser) == []
+
+
+def test_entries_taps_and_stacks_in_every_view(browser: Any, tmp_path: Path) -> None:
+    """A U-Net with a named input and outputs: its entry and taps show their details, and
+    expanding the encoder alone joins its three pushes to the folded decoder's pop."""
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.common.by import By
+
+    model = Circuit(
+        StartBlock("down", num_repeats=3),
+        SaveInput("skip", push=True),
+        GetInput("t", op=torch.add),
+        Output("features"),
+        EndBlock("down"),
+        StartBlock("up", num_repeats=3),
+        GetInput("skip", pop=True),
+        EndBlock("up"),
+        Output("out"),
+        inputs=("t",),
+    )
+    shapes = {"input_shape": (1, 4), "input_shapes": {"t": (1, 4)}}
+    open_page(browser, model, tmp_path / "unet.html", **shapes)
+    entry = browser.find_element(By.CSS_SELECTOR, '.node.entry[data-id="input:t"] rect')
+    ActionChains(browser).move_to_element(entry).perform()
+    wait_for(browser, "return !document.getElementById('tip').hidden")
+    assert "named input 't' of forward (required)" in browser.find_element(By.ID, "tip").text
+    assert browser.find_element(By.CSS_SELECTOR, "#tip dd.output-shape").text == "(1, 4)"
+    tap = browser.find_element(By.CSS_SELECTOR, '.node.tap[data-key="down.0.3"] polygon')
+    ActionChains(browser).move_to_element(tap).perform()
+    wait_for(browser, "return document.querySelector('#tip pre').textContent.includes('Output')")
+    assert browser.find_element(By.CSS_SELECTOR, "#tip dd.key").text == "down.0.3"
+    names = [m.text for m in browser.find_elements(By.CSS_SELECTOR, ".edge.tap .mark-text")]
+    assert names == ["features ×3", "out"]
+    click(browser, frame_label(browser, "down"))
+    assert view(browser) == "0"
+    pushes = browser.find_elements(By.CSS_SELECTOR, '.edge.skip[data-source^="down."]')
+    assert [p.get_attribute("data-source") for p in pushes] == ["down.0.1", "down.1.1", "down.2.1"]
+    names = [m.text for m in browser.find_elements(By.CSS_SELECTOR, ".edge.tap .mark-text")]
+    assert names == ["features[0]", "features[1]", "features[2]", "out"]
+    browser.find_element(By.ID, "expand-all").click()
+    assert view(browser) == "0,5"
     assert console_problems(browser) == []

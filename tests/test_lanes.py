@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from torch_circuit import Circuit, GetInput, SaveInput
 from torch_circuit.diagram.geometry import Box, TextFit
 from torch_circuit.diagram.graph import circuit_graph
+from torch_circuit.diagram.intervals import LevelIndex
 from torch_circuit.diagram.lanes import SkipRoute, SkipRouter, lane_levels
 
 
@@ -69,3 +72,46 @@ def test_a_wrapped_skip_runs_to_the_foot_across_the_gutter_and_down_the_next_lan
         ]
     )
     assert edge.lane == 1 and edge.targets == ("6",)
+
+
+# --- The level index agrees with comparing each span with all earlier ones ---
+
+
+def brute_levels(spans: list[tuple[float, float]]) -> list[int]:
+    levels: list[int] = []
+    for index, (lo, hi) in enumerate(spans):
+        below = [levels[j] for j, (a, b) in enumerate(spans[:index]) if a <= hi and lo <= b]
+        levels.append(1 + max(below) if below else 0)
+    return levels
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 30), st.integers(0, 8)).map(lambda p: (p[0], p[0] + p[1])),
+        max_size=40,
+    )
+)
+def test_the_level_index_finds_what_comparing_all_pairs_finds(
+    pairs: list[tuple[int, int]],
+) -> None:
+    spans = [(float(a), float(b)) for a, b in pairs]
+    index = LevelIndex(end for span in spans for end in span)
+    levels = []
+    for span in spans:
+        levels.append(index.highest(span) + 1)
+        index.place(span, levels[-1])
+    assert levels == brute_levels(spans)
+
+
+def test_many_skips_live_in_one_column_each_get_their_own_lane() -> None:
+    levels = 300
+    model = Circuit(
+        *[SaveInput(f"s{i}") for i in range(levels)],
+        *[GetInput(f"s{i}") for i in reversed(range(levels))],
+    )
+    graph = circuit_graph(model)
+    spans = [(skip, (float(i), float(2 * levels - i))) for i, skip in enumerate(graph.skips)]
+    found = lane_levels(graph, spans, {})
+    assert sorted(found.values()) == list(range(levels))
+    assert found[graph.skips[-1].id] == 0 and found[graph.skips[0].id] == levels - 1

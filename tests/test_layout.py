@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from _diagrams import circuits, models, nested
+from _diagrams import circuits, input_shapes, models, nested
 from _rules import check_rules, lanes_by_column
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -87,7 +87,7 @@ def test_200_layer_model_grows_into_columns_with_full_size_text() -> None:
     assert 0.5 < layout.width / layout.height < 2.0  # wrapped, not one endless column
 
 
-ZOO = {name: (build, shape) for name, build, shape in models.zoo()}
+ZOO = {name: (build, shapes) for name, build, shapes in models.zoo()}
 
 
 @pytest.mark.parametrize("expanded", [False, True])
@@ -95,14 +95,20 @@ ZOO = {name: (build, shape) for name, build, shape in models.zoo()}
 def test_no_diagram_of_the_zoo_is_taller_than_three_times_its_width(
     name: str, expanded: bool
 ) -> None:
-    build, shape = ZOO[name]
-    layout = layout_circuit(build(), expanded=expanded, input_shape=shape)
+    build, shapes = ZOO[name]
+    layout = layout_circuit(build(), expanded=expanded, **shapes)
     assert layout.height <= 3 * layout.width, (layout.width, layout.height)
 
 
+@pytest.mark.parametrize("expanded", [False, True])
+def test_the_conditioned_unet_follows_the_rules(expanded: bool) -> None:
+    build, shapes = ZOO["conditioned_unet"]
+    check_rules(layout_circuit(build(), expanded=expanded, **shapes))
+
+
 def test_the_examples_unet_wraps_with_its_skips_live_across_columns() -> None:
-    build, shape = ZOO["examples/unet_segmentation"]
-    layout = layout_circuit(build(), input_shape=shape)
+    build, shapes = ZOO["examples/unet_segmentation"]
+    layout = layout_circuit(build(), **shapes)
     check_rules(layout)
     wrapped = [e for e in layout.edges if e.kind == "skip" and len(lanes_by_column(e, layout)) > 1]
     assert layout.columns >= 2 and wrapped  # before: one column 1634 x 3203 px
@@ -110,8 +116,8 @@ def test_the_examples_unet_wraps_with_its_skips_live_across_columns() -> None:
 
 
 def test_a_50_block_stage_wraps_and_its_long_skip_crosses_every_column() -> None:
-    build, shape = ZOO["resnet_stage_50"]
-    layout = layout_circuit(build(), expanded=True, input_shape=shape)
+    build, shapes = ZOO["resnet_stage_50"]
+    layout = layout_circuit(build(), expanded=True, **shapes)
     check_rules(layout)
     assert len(layout.frames) == 50 and layout.columns >= 5  # before: one column 48,520 px tall
     assert 0.5 < layout.width / layout.height < 2.0
@@ -218,6 +224,29 @@ def test_a_projection_shortcut_shows_its_layers_and_a_long_one_folds() -> None:
     assert label.y < edges["1"].marks[0].y  # the skip's label sits above its mark
 
 
+@pytest.mark.parametrize("direction", ["down", "right"])
+def test_a_transform_mark_sits_clear_of_the_lanes_inside_it(direction: str) -> None:
+    # The read of 'outer' (a lane outside the frame) is inside the span of 's' (lane 0): its
+    # transform's mark must stay left of lane 0, where no other lane runs.
+    model = Circuit(
+        SaveInput("outer"),
+        nn.ReLU(),
+        StartBlock("b", num_repeats=2),
+        SaveInput("s"),
+        nn.ReLU(),
+        GetInput("outer", transform=nn.Linear(3, 3)),
+        nn.ReLU(),
+        GetInput("s"),
+        EndBlock("b"),
+    )
+    layout = layout_circuit(model, direction=direction, max_column_height=100.0)
+    check_rules(layout)
+    assert layout.columns == 1
+    (outer,) = [e for e in layout.edges if e.id == "skip:0"]
+    (inner,) = [e for e in layout.edges if e.id == "skip:b.0.3"]
+    assert outer.lane is not None and inner.lane is not None and outer.lane > inner.lane
+
+
 def test_crossing_skips_get_distinct_lanes() -> None:
     model = Circuit(
         SaveInput("a"),
@@ -305,12 +334,17 @@ def test_malformed_input_shapes_are_rejected(shape: Any, error: type, message: s
 @given(model=circuits(), folded=st.booleans(), height=st.sampled_from([None, 3.0]))
 def test_random_circuits_follow_the_rules(model: Circuit, folded: bool, height: float) -> None:
     layout = layout_circuit(
-        model, show_repeats=folded, input_shape=(2, 3), max_column_height=height
+        model,
+        show_repeats=folded,
+        input_shape=(2, 3),
+        input_shapes=input_shapes(model),
+        max_column_height=height,
     )
     check_rules(layout)
-    reads = [b for b in layout.boxes if b.kind == "merge"]
+    reads = {b.id: layout.graph.read_of(b.id).slots for b in layout.boxes if b.kind == "merge"}
     targets = [t for e in layout.edges if e.kind == "skip" for t in e.targets]
-    assert sorted(targets) == sorted(b.id for b in reads)  # every read is reached by its skip
+    # Every read is reached by its skips, one for each value it takes.
+    assert sorted(targets) == sorted(node for node, slots in reads.items() for _ in range(slots))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -324,9 +358,10 @@ def test_random_views_of_random_circuits_follow_the_rules(model: Circuit, data: 
         if blocks
         else frozenset()
     )
-    layout = layout_circuit(model, view=view, input_shape=(2, 3))
+    layout = layout_circuit(model, view=view, input_shape=(2, 3), input_shapes=input_shapes(model))
     check_rules(layout)
-    assert len(layout.boxes) == drawn_size(model.nodes, view) + 2
+    ends = 1 + len(model.input_nodes) + (layout.graph.nodes[-1].kind == "output")
+    assert len(layout.boxes) == drawn_size(model.nodes, view) + ends
     for frame in layout.graph.frames:
         assert (frame.repeat is not None) == (frame.position in view)
 

@@ -228,6 +228,17 @@ def test_text_is_legible_and_never_overlaps(name: str, folded: bool, shape: Any)
     assert_legible(figure)
 
 
+@pytest.mark.parametrize("direction", ["down", "right"])
+@pytest.mark.parametrize("expanded", [False, True])
+def test_the_conditioned_unet_is_legible(expanded: bool, direction: Any) -> None:
+    """Named input, per-repeat layers, a push/pop stack and outputs, all drawn at once."""
+    shapes = {"input_shape": (1, 1, 32, 32), "input_shapes": {"t": (1, 32)}}
+    layout = layout_circuit(
+        models.conditioned_unet(), expanded=expanded, direction=direction, **shapes
+    )
+    assert_legible(draw_layout(layout))
+
+
 def test_transformer_expanded_is_legible() -> None:
     tokens = torch.zeros(1, 16, dtype=torch.long)
     assert_legible(visualize(models.transformer(), show_repeats=False, input_shape=tokens))

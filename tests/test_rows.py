@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _diagrams import circuits, models, nested
+from _diagrams import circuits, input_shapes, models, nested
 from _rules import check_rules, lanes_by_column
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,16 +21,23 @@ from torch_circuit.diagram.html import circuit_html
 from torch_circuit.diagram.layout import layout_circuit
 from torch_circuit.diagram.render import draw_layout
 
-ZOO = {name: (build, shape) for name, build, shape in models.zoo()}
+ZOO = {name: (build, shapes) for name, build, shapes in models.zoo()}
 
 
 @pytest.mark.parametrize("expanded", [False, True])
 @pytest.mark.parametrize(
-    "name", ["quickstart", "unet", "examples/resnet_mnist", "examples/unet_segmentation"]
+    "name",
+    [
+        "quickstart",
+        "unet",
+        "conditioned_unet",
+        "examples/resnet_mnist",
+        "examples/unet_segmentation",
+    ],
 )
 def test_rows_follow_the_rules(name: str, expanded: bool) -> None:
-    build, shape = ZOO[name]
-    layout = layout_circuit(build(), expanded=expanded, input_shape=shape, direction="right")
+    build, shapes = ZOO[name]
+    layout = layout_circuit(build(), expanded=expanded, direction="right", **shapes)
     check_rules(layout)
     assert layout.direction == "right"
     for box in layout.boxes:  # every node of a row sits on the row's axis
@@ -69,8 +76,8 @@ def test_a_transform_sits_on_the_skip_below_its_label() -> None:
 
 @pytest.mark.parametrize("name", ["quickstart", "unet", "transformer"])
 def test_rows_are_legible(name: str) -> None:
-    build, shape = ZOO[name]
-    layout = layout_circuit(build(), expanded=True, input_shape=shape, direction="right")
+    build, shapes = ZOO[name]
+    layout = layout_circuit(build(), expanded=True, direction="right", **shapes)
     assert_legible(draw_layout(layout))
 
 
@@ -81,12 +88,17 @@ def test_random_circuits_in_rows_follow_the_rules(
 ) -> None:
     model = data.draw(circuits())
     layout = layout_circuit(
-        model, expanded=not folded, input_shape=(2, 3), max_column_height=width, direction="right"
+        model,
+        expanded=not folded,
+        input_shape=(2, 3),
+        input_shapes=input_shapes(model),
+        max_column_height=width,
+        direction="right",
     )
     check_rules(layout)
-    reads = [b.id for b in layout.boxes if b.kind == "merge"]
+    reads = {b.id: layout.graph.read_of(b.id).slots for b in layout.boxes if b.kind == "merge"}
     targets = [t for e in layout.edges if e.kind == "skip" for t in e.targets]
-    assert sorted(targets) == sorted(reads)
+    assert sorted(targets) == sorted(node for node, slots in reads.items() for _ in range(slots))
 
 
 def test_every_way_in_takes_the_direction(tmp_path: Path) -> None:

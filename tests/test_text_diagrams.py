@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from typing import Any
 
 import pytest
 import torch
@@ -10,7 +13,9 @@ from _diagrams import ROOT, check_golden, models
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, GetInput, SaveInput, StartBlock
-from torch_circuit.diagram.text import to_dot, to_mermaid
+from torch_circuit.diagram import text as text_module
+from torch_circuit.diagram.text import MAX_TEXT_NODES, to_dot, to_mermaid
+from torch_circuit.diagram.view import MAX_DRAWN, DiagramTooLargeError
 
 CASES = [
     ("quickstart_folded", "quickstart", True),
@@ -143,3 +148,55 @@ def test_mermaid_escapes_quotes_and_shows_transforms() -> None:
 def test_docs_show_the_current_quick_start_mermaid() -> None:
     doc = (ROOT / "docs" / "visualization.md").read_text(encoding="utf-8")
     assert f"```mermaid\n{to_mermaid(models.quickstart())}```" in doc
+
+
+# --- Long models: linear time, and a limit of their own ---
+
+
+def test_text_diagrams_write_models_too_long_to_draw() -> None:
+    size = MAX_DRAWN + 1000
+    model = Circuit(*[nn.ReLU() for _ in range(size)])
+    nodes, edges, _ = dot_structure(to_dot(model))
+    assert len(nodes) == size + 2 and len(edges) == size + 1
+    assert to_mermaid(model).count(" --> ") == size + 1
+    with pytest.raises(DiagramTooLargeError, match=r"6,000 layers"):
+        model.visualize()
+
+
+def test_a_text_diagram_past_its_own_limit_is_refused(monkeypatch: Any) -> None:
+    monkeypatch.setattr(text_module, "MAX_TEXT_NODES", 100)
+    model = Circuit(nn.ReLU(), StartBlock("b", num_repeats=200), nn.ReLU(), EndBlock("b"))
+    for write in (to_dot, to_mermaid):
+        with pytest.raises(
+            DiagramTooLargeError,
+            match=r"would draw 201 layers, saves and reads, more than the 100 .*"
+            r"Draw it folded instead \(expanded=False, the default\), which draws 2 nodes",
+        ):
+            write(model, expanded=True)
+        assert write(model).count("ReLU") == 2
+    assert MAX_TEXT_NODES == 50_000
+
+
+def test_the_text_diagram_benchmark_runs_in_its_quick_mode() -> None:
+    """`benchmarks/text_diagrams.py --quick` prints each writer's growth for each model (the
+    figures themselves are not asserted: a shared machine cannot hold them)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "text_diagrams.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    growth = re.findall(
+        r"^(to_dot|to_mermaid|layout)\s+(chain|residual|nested)\s+growth\s+([\d.]+)x  for 8x",
+        done.stdout,
+        re.MULTILINE,
+    )
+    assert {(writer, model) for writer, model, _ in growth} == {
+        (writer, model)
+        for writer in ("to_dot", "to_mermaid", "layout")
+        for model in ("chain", "residual", "nested")
+    }
+    assert all(float(ratio) > 0 for _, _, ratio in growth)

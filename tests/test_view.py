@@ -7,7 +7,8 @@ import itertools
 from typing import Any
 
 import pytest
-from _diagrams import models, nested
+from _diagrams import circuits, models, nested
+from hypothesis import HealthCheck, given, settings
 from torch import nn
 
 from torch_circuit import Circuit, EndBlock, StartBlock
@@ -152,3 +153,45 @@ def test_a_flat_list_too_large_to_draw_is_refused(monkeypatch: Any, tmp_path: An
     with pytest.raises(ValueError, match=r"6,000 layers"):
         check_drawable(model.nodes, False)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- Pushes and pops in every view pair as the stacks do ---
+
+
+def folded_path(path: str, positions: dict[str, int], view: frozenset[int]) -> str:
+    """Where the run `path` of the expanded walk is drawn in `view`: repeat 0 of every block
+    the view folds (block names are unique in the random circuits)."""
+    tokens = path.split(".")
+    for index in range(0, len(tokens) - 1, 2):
+        if positions[tokens[index]] not in view:
+            tokens[index + 1] = "0"
+    return ".".join(tokens)
+
+
+def stack_pairs(graph: Any) -> set[tuple[str, str]]:
+    return {
+        (skip.save, read.node)
+        for skip in graph.skips
+        for read in skip.reads
+        if graph.read_of(read.node).label.endswith(" · pop")
+    }
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=circuits(stacks=True))
+def test_every_view_joins_each_pop_to_the_pushes_it_takes(model: Circuit) -> None:
+    """Drawn in any view (the folded walk, and every set of expanded blocks), a pop is joined
+    to exactly the drawn pushes whose tensors the runs it stands for take: the expanded
+    pairs, seen through the view's folding."""
+    blocks = block_declarations(model.nodes)
+    positions = {block.name: block.position for block in blocks}
+    exact = stack_pairs(circuit_graph(model, expanded=True))
+    views: list[bool | frozenset[int]] = [False]
+    for count in range(min(len(blocks), 4) + 1):
+        views += [frozenset(c) for c in itertools.combinations(positions.values(), count)]
+    for view in views:
+        shown = frozenset() if view is False else view
+        seen = {
+            (folded_path(p, positions, shown), folded_path(q, positions, shown)) for p, q in exact
+        }
+        assert stack_pairs(circuit_graph(model, view=view)) == seen, view

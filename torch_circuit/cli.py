@@ -16,6 +16,12 @@ For example:
     $ torch-circuit draw mypkg.models:make_unet -o unet.png --expanded
     $ torch-circuit draw examples/resnet_mnist.py:build_circuit -o resnet.html
     $ torch-circuit summary examples/resnet_mnist.py:build_circuit --input-shape 1,1,8,8
+    $ torch-circuit draw encoder.yaml -o encoder.html --input-shape 1,16:long \
+          --input-shape mask=1,16:bool
+
+`--input-shape` may be given once per input: `SHAPE` for the main input, `NAME=SHAPE` for a
+named input (`Circuit(..., inputs=...)`). A shape is a float tensor unless it ends in a dtype,
+`:bool`, `:long` (token ids), `:int`, `:half`, `:bfloat16`, `:float` or `:double`.
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+
+import torch
 
 from .circuit import Circuit
 from .config.files import CONFIG_FILE, YAML_SUFFIXES, read_config
@@ -36,7 +45,17 @@ from .diagram.geometry import Direction
 from .diagram.view import DiagramTooLargeError
 from .shapes import ShapeError
 
-__all__ = ["CommandError", "load_circuit", "load_config_file", "load_model", "main"]
+__all__ = [
+    "DTYPES",
+    "CommandError",
+    "InputSpec",
+    "load_circuit",
+    "load_config_file",
+    "load_model",
+    "main",
+    "parse_input",
+    "parse_shape",
+]
 
 
 class CommandError(Exception):
@@ -186,9 +205,110 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = ()
     if not shape or any(size <= 0 for size in shape):
         raise argparse.ArgumentTypeError(
-            f"expected positive integers separated by commas, like 1,3,32,32; got {text!r}"
+            f"expected positive integers separated by commas, like 1,3,32,32 (or "
+            f"mask=1,16:bool for a named input); got {text!r}"
         )
     return shape
+
+
+DTYPES: dict[str, torch.dtype] = {
+    "bool": torch.bool,
+    "long": torch.long,
+    "int64": torch.int64,
+    "int": torch.int32,
+    "int32": torch.int32,
+    "half": torch.float16,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float": torch.float32,
+    "float32": torch.float32,
+    "double": torch.float64,
+    "float64": torch.float64,
+}
+"""The dtypes a shape on the command line may end in (`1,16:bool`)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One `--input-shape`: the input it is for (`None`: the main one), its shape, its dtype
+    (`None`: float)."""
+
+    name: str | None
+    shape: tuple[int, ...]
+    dtype: torch.dtype | None = None
+    text: str = ""
+
+    def example(self) -> tuple[int, ...] | torch.Tensor:
+        """The shape as `input_shape` takes it; with a dtype, a tensor of zeros of that type."""
+        if self.dtype is None:
+            return self.shape
+        return torch.zeros(self.shape, dtype=self.dtype)
+
+
+def parse_input(text: str) -> InputSpec:
+    """`"1,16"`, `"1,16:long"` or `"mask=1,16:bool"` as an `InputSpec`."""
+    name, sep, rest = text.partition("=")
+    if not sep:
+        name, rest = "", text
+    elif not name.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=SHAPE with NAME an input's name, like mask=1,16; got {text!r}"
+        )
+    shape_text, colon, dtype_name = rest.partition(":")
+    dtype = None
+    if colon:
+        dtype = DTYPES.get(dtype_name.lower())
+        if dtype is None:
+            raise argparse.ArgumentTypeError(
+                f"unknown dtype {dtype_name!r} in {text!r}; use one of {', '.join(DTYPES)}, "
+                "e.g. mask=1,16:bool"
+            )
+    return InputSpec(name or None, parse_shape(shape_text), dtype, text)
+
+
+def input_shapes(
+    model: Circuit, specs: Sequence[InputSpec]
+) -> tuple[tuple[int, ...] | torch.Tensor | None, dict[str, tuple[int, ...] | torch.Tensor]]:
+    """The main input's shape and the named inputs' from the `--input-shape` options.
+
+    Raises:
+        CommandError: two shapes for one input, a name the model does not take, named
+            inputs' shapes without the main one's, or a required named input left out.
+    """
+    main_shape: tuple[int, ...] | torch.Tensor | None = None
+    named: dict[str, tuple[int, ...] | torch.Tensor] = {}
+    declared = [node.name for node in model.input_nodes]
+    for spec in specs:
+        if spec.name is None:
+            if main_shape is not None:
+                raise CommandError(
+                    f"--input-shape {spec.text}: the main input has a shape already; give "
+                    "it once, and a named input's as NAME=SHAPE (mask=1,16:bool)."
+                )
+            main_shape = spec.example()
+            continue
+        if spec.name not in declared:
+            takes = f"its named inputs are {declared}" if declared else "it has none"
+            raise CommandError(
+                f"--input-shape {spec.text}: the model takes no input {spec.name!r}; {takes}."
+            )
+        if spec.name in named:
+            raise CommandError(f"--input-shape {spec.text}: {spec.name!r} has a shape already.")
+        named[spec.name] = spec.example()
+    if main_shape is None and named:
+        raise CommandError(
+            "--input-shape: named inputs' shapes need the main input's too, e.g. "
+            "--input-shape 1,16 --input-shape mask=1,16:bool."
+        )
+    if main_shape is not None:
+        required = [n.name for n in model.input_nodes if n.required and n.name not in named]
+        if required:
+            example = " ".join(f"--input-shape {name}=1,16" for name in required)
+            raise CommandError(
+                f"--input-shape: the model also needs its named inputs {required}; give each "
+                f"a shape, e.g. {example} (add :bool for a mask)."
+            )
+    return main_shape, named
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,12 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw every repeat of every block instead of one frame labelled ×N (an HTML page "
         "opens expanded)",
     )
-    draw.add_argument(
-        "--input-shape",
-        type=parse_shape,
-        metavar="SHAPE",
-        help="label every edge with its tensor shape, e.g. 1,3,32,32",
-    )
+    _add_input_shape(draw, "label every edge with its tensor shape")
     draw.add_argument(
         "--direction",
         choices=("down", "right"),
@@ -238,13 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
     summary = commands.add_parser("summary", help="print a table of layers, shapes, parameters")
     summary.add_argument("factory", metavar="MODEL")
     _add_import(summary)
-    summary.add_argument(
-        "--input-shape",
-        type=parse_shape,
-        metavar="SHAPE",
-        help="an input shape such as 1,3,32,32, to show each layer's output",
-    )
+    _add_input_shape(summary, "show each layer's output shape")
     return parser
+
+
+def _add_input_shape(command: argparse.ArgumentParser, purpose: str) -> None:
+    command.add_argument(
+        "--input-shape",
+        dest="input_shapes",
+        type=parse_input,
+        action="append",
+        default=[],
+        metavar="[NAME=]SHAPE[:DTYPE]",
+        help=f"{purpose}: the input's shape, e.g. 1,3,32,32 (1,16:long for token ids); once "
+        "more for each named input, e.g. mask=1,16:bool",
+    )
 
 
 def _add_import(command: argparse.ArgumentParser) -> None:
@@ -263,7 +386,7 @@ def run_draw(
     model: Circuit,
     output: Path,
     expanded: bool,
-    input_shape: Sequence[int] | None,
+    specs: Sequence[InputSpec] = (),
     direction: Direction = "down",
 ) -> str:
     """Save the diagram to `output`; return the line to print."""
@@ -271,13 +394,15 @@ def run_draw(
         raise CommandError(
             f"cannot tell the format of {str(output)!r}: end the file name in {', '.join(FORMATS)}."
         )
+    input_shape, named = input_shapes(model, specs)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with _shape_errors(input_shape):
+    with _shape_errors(specs):
         try:
             model.visualize(
                 save_path=str(output),
                 show_repeats=not expanded,
                 input_shape=input_shape,
+                input_shapes=named or None,
                 direction=direction,
             )
         except DiagramTooLargeError as error:
@@ -286,25 +411,25 @@ def run_draw(
     return f"saved {output}"
 
 
-def run_summary(model: Circuit, input_shape: Sequence[int] | None) -> str:
+def run_summary(model: Circuit, specs: Sequence[InputSpec] = ()) -> str:
     """The model's summary table."""
-    with _shape_errors(input_shape):
-        return model.summary(input_shape=input_shape)
+    input_shape, named = input_shapes(model, specs)
+    with _shape_errors(specs):
+        return model.summary(input_shape=input_shape, input_shapes=named or None)
 
 
 @contextlib.contextmanager
-def _shape_errors(input_shape: Sequence[int] | None) -> Iterator[None]:
+def _shape_errors(specs: Sequence[InputSpec]) -> Iterator[None]:
     """Report in one line an `--input-shape` the model cannot take; anything else keeps its
     traceback (a bug, not a mistake on the command line)."""
     try:
         yield
     except ShapeError as error:
-        if input_shape is None:  # pragma: no cover - shapes are only traced with a shape
+        if not specs:  # pragma: no cover - shapes are only traced with a shape
             raise
         lines = str(error).splitlines() or [type(error).__name__]
-        raise CommandError(
-            f"--input-shape {','.join(map(str, input_shape))}: {lines[0]}"
-        ) from error
+        given = " ".join(f"--input-shape {spec.text}" for spec in specs)
+        raise CommandError(f"{given}: {lines[0]}") from error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,10 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = load_model(args.factory, args.imports)
         if args.command == "draw":
-            draw = run_draw(model, args.output, args.expanded, args.input_shape, args.direction)
+            draw = run_draw(model, args.output, args.expanded, args.input_shapes, args.direction)
             print(draw)
         else:
-            print(run_summary(model, args.input_shape))
+            print(run_summary(model, args.input_shapes))
     except CommandError as error:
         print(f"torch-circuit: error: {error}", file=sys.stderr)
         return 1

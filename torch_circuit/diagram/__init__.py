@@ -1,9 +1,12 @@
 """Diagrams of a `Circuit`: one graph, one layout, several renderers.
 
-- `graph.py`: what is drawn (nodes, frames, skips), from one walk of the declared structure.
-- `describe.py`: what a layer is called and how it is coloured.
+- `graph.py`: what is drawn (nodes, frames, skips; named inputs' entries, outputs' taps),
+  from one walk of the declared structure.
+- `describe.py`: what a layer is called and how it is coloured; `labels.py`: what each
+  drawn thing says (a named layer's name, how a layer built per repeat differs, skip labels).
 - `columns.py`, `lanes.py`, `layout.py`: where everything goes, as plain data in inches
-  (`geometry.py` holds the sizes and the records); `rows.py` the same left to right.
+  (`geometry.py` holds the sizes and the records, `intervals.py` the index that assigns
+  lanes); `rows.py` the same left to right.
 - `view.py`: which blocks a view folds, and how much it draws (too much is refused).
 - `render.py`: the layout drawn with matplotlib (PDF, PNG, SVG); `svg.py` and `html.py`:
   the interactive page, one SVG layout per view, swapped by `page.js`; `files.py`: checks

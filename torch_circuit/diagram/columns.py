@@ -9,13 +9,15 @@ next column (see `layout.py`); where a cut with no live skip is as good, it is p
 
 from __future__ import annotations
 
+import functools
+import heapq
 import math
 from collections.abc import Callable, Sequence
 
 from .geometry import COLUMN_GUTTER, FRAME_FOOTER, FRAME_HEADER, GAP, MAX_ASPECT, MIN_WRAP_HEIGHT
-from .graph import Graph, GraphNode, Item
+from .graph import Graph, GraphNode, GraphSkip, Item
 
-__all__ = ["chunk_height", "chunks", "pack"]
+__all__ = ["chunk_height", "chunks", "pack", "skips_by_column"]
 
 
 def chunks(graph: Graph) -> tuple[list[list[Item]], list[int]]:
@@ -29,20 +31,42 @@ def chunks(graph: Graph) -> tuple[list[list[Item]], list[int]]:
     result: list[list[Item]] = [[]]
     live_at_cut: list[int] = []
     depth = 0
-    live: list[int] = []  # the last-read indices of the skips live here
+    live: list[int] = []  # a heap of the last-read indices of the skips live here
     items = graph.items
     for index, item in enumerate(items):
         kind = item[0]
         result[-1].append(item)
         depth += {"open": 1, "close": -1}.get(kind, 0)
         if index in ends:
-            live.append(ends[index])
-        live = [end for end in live if end > index]
+            heapq.heappush(live, ends[index])
+        while live and live[0] <= index:
+            heapq.heappop(live)
         following = items[index + 1] if index + 1 < len(items) else None
-        if kind != "open" and depth == 0 and following is not None:
+        entry = kind == "node" and graph.node(item[1]).kind == "entry"  # stays with the input
+        if kind != "open" and depth == 0 and following is not None and not entry:
             result.append([])
             live_at_cut.append(len(live))
     return result, live_at_cut
+
+
+def skips_by_column(
+    graph: Graph, columns: Sequence[Sequence[Item]]
+) -> tuple[dict[str, tuple[int, int]], list[list[GraphSkip]]]:
+    """The first and last column of every skip with a reader, and the skips that run in each
+    column (one without a reader: in its save's), given each column's items."""
+    where = {
+        item_id: c for c, items in enumerate(columns) for kind, item_id in items if kind == "node"
+    }
+    spans: dict[str, tuple[int, int]] = {}
+    running: list[list[GraphSkip]] = [[] for _ in columns]
+    for skip in graph.skips:
+        first = last = where[skip.save]
+        if skip.reads:
+            last = max(where[read.node] for read in skip.reads)
+            spans[skip.id] = (first, last)
+        for column in range(first, last + 1):
+            running[column].append(skip)
+    return spans, running
 
 
 def chunk_height(
@@ -96,10 +120,44 @@ def balanced_height(
     if total <= min(MIN_WRAP_HEIGHT, MAX_ASPECT * width(1)):
         return total
     most = 2 * math.ceil(math.sqrt(total / column_width)) + 1
-    options = [(_least_height(heights, c, live), c) for c in range(1, most + 1)]
-    slim = [o for o in options if o[0] <= MAX_ASPECT * width(o[1])] or options[-1:]
-    height, _ = min(slim, key=lambda option: option[0] + option[1] * column_width)
-    return height
+
+    @functools.cache
+    def height(columns: int) -> float:
+        return _least_height(heights, columns, live)
+
+    def slim(columns: int) -> bool:
+        return height(columns) <= MAX_ASPECT * width(columns)
+
+    def cost(columns: int) -> float:
+        return height(columns) + columns * column_width
+
+    # More columns only make the diagram lower and wider: the slim counts are those from the
+    # fewest slim one on (a bisection), and the cost falls then rises over them (a ternary
+    # search, then a look at the neighbours where chunks make it uneven). A few dozen packings
+    # in all, however many columns a long model needs.
+    fewest = _first(1, most, slim)
+    low, high = fewest, most
+    while high - low > 4:
+        third = (high - low) // 3
+        if cost(low + third) <= cost(high - third):
+            high = high - third
+        else:
+            low = low + third
+    best = min(range(low, high + 1), key=cost)
+    best = min(range(max(fewest, best - 4), min(most, best + 4) + 1), key=cost)
+    return height(best)
+
+
+def _first(low: int, high: int, holds: Callable[[int], bool]) -> int:
+    """The least of `low..high` where `holds` (false, then true from some point) is true;
+    `high` if it never is."""
+    while low < high:
+        middle = (low + high) // 2
+        if holds(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 PREFER_QUIET_CUT = 0.25
@@ -107,10 +165,14 @@ PREFER_QUIET_CUT = 0.25
 
 
 def _next_fit(
-    heights: Sequence[float], limit: float, live: Sequence[int] | None = None
+    heights: Sequence[float],
+    limit: float,
+    live: Sequence[int] | None = None,
+    most: int | None = None,
 ) -> list[int]:
     """The column of each chunk when a column is closed as soon as the next would overflow
-    (or at a cut a little earlier with fewer skips live across it)."""
+    (or at a cut a little earlier with fewer skips live across it); with `most`, the packing
+    stops where it needs more than `most` columns (the chunks after are left out)."""
     groups: list[int] = []
     column, used = 0, 0.0
     for index, height in enumerate(heights):
@@ -119,6 +181,9 @@ def _next_fit(
             for earlier in range(start, index):
                 groups[earlier] = column + 1
             column, used = column + 1, sum(heights[start:index])
+            if most is not None and column >= most:
+                groups.append(column)
+                return groups
         groups.append(column)
         used += height
     return groups
@@ -145,9 +210,13 @@ def _quieter_start(
 def _least_height(heights: Sequence[float], columns: int, live: Sequence[int] | None) -> float:
     """The least column height at which `_next_fit` needs at most `columns` columns."""
     low, high = max(heights), sum(heights)
-    for _ in range(40):  # bisection: next-fit needs more columns as the height shrinks
+    # Bisection (next-fit needs more columns as the height shrinks), to a thousandth of an
+    # inch: about 20 packings for a model hundreds of inches long.
+    for _ in range(60):
+        if high - low <= 1e-3:
+            break
         middle = (low + high) / 2
-        if max(_next_fit(heights, middle, live)) + 1 <= columns:
+        if _next_fit(heights, middle, live, columns)[-1] + 1 <= columns:
             high = middle
         else:
             low = middle

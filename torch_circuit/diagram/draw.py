@@ -21,6 +21,7 @@ from torch import Tensor
 from ..scope import Scope
 from .files import FORMATS, check_save_path, write_atomically
 from .geometry import Direction
+from .graph import InputShapes, trace_for
 from .html import circuit_html
 from .layout import check_direction, layout_circuit
 from .render import PNG_DPI, check_figsize, draw_layout, resolve_colors
@@ -49,6 +50,7 @@ def visualize(
     dpi: float = PNG_DPI,
     show: bool | None = None,
     direction: Direction = "down",
+    input_shapes: InputShapes | None = None,
 ) -> Figure:
     """Draw the circuit as a diagram and return the matplotlib `Figure`.
 
@@ -82,12 +84,15 @@ def visualize(
             `plt.show()` shows it later.
         direction: `"down"` (the default) runs the flow down columns that wrap to the
             right; `"right"` runs it left to right along rows that wrap downwards.
+        input_shapes: with `input_shape`, a shape or example tensor for each named input
+            of the circuit (`{"mask": torch.ones(1, 16, dtype=torch.bool)}`: a shape alone
+            makes a float tensor); each input's entry shows its shape.
 
     Raises:
         ValueError: an unknown extension, contradicting `show_repeats` and `expanded`, a bad
-            `color_map`, `figsize` or `direction`, or a diagram too large to draw (the
-            message gives its size and that of the folded view); each before any work,
-            leaving no file.
+            `color_map`, `figsize` or `direction`, a diagram too large to draw (the
+            message gives its size and that of the folded view), or input shapes the circuit
+            cannot take; each before any file is written.
 
     Examples:
         >>> fig = model.visualize("architecture.pdf", input_shape=(1, 3, 32, 32))
@@ -99,10 +104,11 @@ def visualize(
     check_direction(direction)
     everything = resolve_expanded(show_repeats, expanded)
     check_drawable(circuit.nodes, everything)
+    trace = trace_for(circuit, input_shape, input_shapes)
     page = functools.partial(
         circuit_html,
         circuit,
-        input_shape=input_shape,
+        trace=trace,
         colors=colors,
         max_column_height=max_column_height,
         expanded=everything,
@@ -118,7 +124,7 @@ def visualize(
     layout = layout_circuit(
         circuit,
         expanded=everything,
-        input_shape=input_shape,
+        trace=trace,
         max_column_height=max_column_height,
         direction=direction,
     )

@@ -29,17 +29,22 @@ __all__ = [
     "TextFit",
     "frame_nesting",
     "glyph_radius",
+    "label_rise",
     "mark_height",
     "mark_lines",
     "mark_width",
     "outline_bottom",
+    "outline_right",
     "outline_top",
+    "slot_offsets",
+    "tap_room",
 ]
 
 Point = tuple[float, float]
 
-EdgeKind = Literal["flow", "skip"]
-"""A flow edge joins consecutive nodes; a skip runs from a save through its lane to reads."""
+EdgeKind = Literal["flow", "skip", "tap"]
+"""A flow edge joins consecutive nodes; a skip runs from a save (or a named input's entry)
+through its lane to reads; a tap runs from an output's glyph on the flow to its name."""
 
 Direction = Literal["down", "right"]
 """Which way the flow runs: down columns that wrap to the right (the default), or along rows
@@ -59,6 +64,10 @@ MAX_BOX_W = 3.6
 GLYPH = 0.3  # save dots and merge circles sit in a GLYPH × GLYPH box
 DOT_R = 0.06
 MERGE_R = 0.14
+TAP_R = 0.07  # an output's tap: a diamond this far from its centre to each corner
+TAP_ARROW = 0.16  # from a tap's corner to the box naming its output
+SLOT_STEP = 0.06  # between the places where the values of one read join its merge
+SLOT_SPREAD = 0.1  # the furthest from the centre line a value joins a merge
 LABEL_INSET = 0.07  # from a glyph's edge to its skip label
 LABEL_CLEARANCE = 0.04  # between a skip label's end and lane 0
 MARK_CLEARANCE = 0.05  # between a transform mark and the glyph or lane beside it
@@ -213,7 +222,7 @@ class Layout:
         return {box.id: box for box in self.boxes}
 
 
-FitKind = Literal["box", "skip", "mark", "frame"]
+FitKind = Literal["box", "skip", "mark", "frame", "tap"]
 
 
 @dataclass(frozen=True)
@@ -225,9 +234,9 @@ class TextFit:
     def fit(self, text: str, kind: FitKind, name: int | None = None) -> str:
         """`text` cut short with an ellipsis where even the widest box leaves no room.
 
-        `kind` is where the text goes: in a box, on a skip's line, in a transform mark, or
-        in a frame's header. With `name`, only `text[:name]` (a name) is cut and the rest
-        (an op, a shape) is kept whole.
+        `kind` is where the text goes: in a box, on a skip's line, in a transform mark, in
+        a frame's header, or in the box at the end of an output's tap. With `name`, only
+        `text[:name]` (a name) is cut and the rest (an op, a shape) is kept whole.
         """
         half = self.box_w / 2 + LANE_MARGIN - MERGE_R
         room = {
@@ -235,6 +244,7 @@ class TextFit:
             "skip": (half - LABEL_INSET - LABEL_CLEARANCE, SMALL_FONT),
             "mark": (half - 2 * MARK_CLEARANCE - 0.1, SMALL_FONT),
             "frame": (self.box_w / 2 - 0.1, SMALL_FONT),
+            "tap": (tap_room(self.box_w) - 0.1, SMALL_FONT),
         }
         width, size = room[kind]
         if text_width(text, size) <= width + 1e-9:
@@ -285,9 +295,35 @@ def mark_height(lines: tuple[str, ...]) -> float:
     return max(MARK_H, len(lines) * MARK_LINE_H + 2 * MARK_PAD_Y)
 
 
+def tap_room(box_w: float) -> float:
+    """How wide the box naming an output may be: from its tap's arrow to lane 0."""
+    return box_w / 2 + LANE_MARGIN - LABEL_CLEARANCE - TAP_R - TAP_ARROW
+
+
 def glyph_radius(box: Box) -> float | None:
-    """The radius of a save's dot or a read's circle; `None` for a box."""
-    return {"save": DOT_R, "merge": MERGE_R}.get(box.kind)
+    """The radius of a save's dot, a read's circle or a tap's diamond; `None` for a box."""
+    return {"save": DOT_R, "merge": MERGE_R, "tap": TAP_R}.get(box.kind)
+
+
+def outline_right(box: Box) -> float:
+    """Where an edge leaves `box`'s drawn outline to the right."""
+    radius = glyph_radius(box)
+    return box.x + box.w if radius is None else box.cx + radius
+
+
+def slot_offsets(slots: int) -> tuple[float, ...]:
+    """Where each of a read's `slots` values joins its merge, from the centre line across
+    the flow (the first furthest up, or left): one value on the line, several spread
+    `SLOT_STEP` apart, never further than `SLOT_SPREAD` from it."""
+    if slots <= 1:
+        return (0.0,)
+    step = min(SLOT_STEP, 2 * SLOT_SPREAD / (slots - 1))
+    return tuple((index - (slots - 1) / 2) * step for index in range(slots))
+
+
+def label_rise(slots: int) -> float:
+    """How far above a read's centre line its label sits: above the first value's line."""
+    return 0.075 - slot_offsets(slots)[0]
 
 
 def outline_top(box: Box) -> float:

@@ -1,40 +1,55 @@
 """What a diagram of a `Circuit` shows, before any position is chosen: `circuit_graph`.
 
-The graph is built from one `walk` of the declared structure: a node per layer, save and
-read (plus the input and the output), a frame per block (folded) or per repeat, and a skip per
-save with every read that reads it. Every renderer draws from this graph, through the layout
-(`layout.py`) or directly (`text.py`).
+The graph is built from one `walk` of the declared structure: a node per layer, save, read
+and output (plus an entry per named input, the input and, unless the circuit names its
+outputs, the output), a frame per block (folded) or per repeat, and a skip per save or named
+input with every read that reads it. Every renderer draws from this graph, through the
+layout (`layout.py`) or directly (`text.py`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..nodes import BlockNode, Enter, Exit, Frame, Input, ReadNode, SaveNode, Visit
+from ..nodes import Enter, Exit, Frame, Input, LayerNode, OutputNode, ReadNode, SaveNode, Visit
 from ..scope import Scope
 from ..shapes import Shape, ShapeTrace, trace_shapes
-from .describe import OP_SYMBOLS, count_params, describe_layer, format_shape, layer_family
-from .view import Expand, check_drawable, resolve_expanded, view_walk
+from .describe import OP_SYMBOLS, count_params, format_shape, layer_family
+from .labels import (
+    frame_label,
+    layer_lines,
+    output_label,
+    read_label,
+    represented_modules,
+    save_label,
+    transform_layers,
+    transform_text,
+)
+from .view import Expand, check_drawable, represented, resolve_expanded, view_walk
 
 __all__ = [
+    "GLYPHS",
     "Graph",
     "GraphFrame",
     "GraphNode",
     "GraphSkip",
+    "InputShapes",
     "Item",
     "ItemKind",
     "NodeKind",
     "SkipRead",
     "circuit_graph",
+    "trace_for",
 ]
 
-NodeKind = Literal["input", "layer", "save", "merge", "output"]
-"""What a graph node is: the input, a layer, a save (a dot), a read (a merge), the output."""
+NodeKind = Literal["entry", "input", "layer", "save", "merge", "tap", "output"]
+"""What a graph node is: a named input (an entry, with a lane to its readers), the input, a
+layer, a save (a dot), a read (a merge), an output (a tap off the flow), the output."""
 
 ItemKind = Literal["node", "open", "close"]
 """A graph item: a node, or the opening or closing of a frame."""
@@ -42,19 +57,23 @@ ItemKind = Literal["node", "open", "close"]
 Item = tuple[ItemKind, str]
 """`("node", node id)`, `("open", frame id)` or `("close", frame id)`."""
 
-GLYPHS: tuple[NodeKind, ...] = ("save", "merge")
+GLYPHS: tuple[NodeKind, ...] = ("save", "merge", "tap")
 """Node kinds drawn as a small glyph on the flow rather than as a box."""
+
+InputShapes = Mapping[str, Sequence[int] | Tensor | None]
+"""A shape or example tensor for each named input (see `shapes.trace_shapes`)."""
 
 
 @dataclass(frozen=True)
 class GraphNode:
     """A drawn node.
 
-    `id` is the occurrence path (`"resnet.1.5"` is position 5 in repeat 1 of `resnet`);
-    `key` the path of the module that runs there (`get_submodule(key)`), empty for
-    input and output; `frames` the frame ids that hold it, outermost first; `in_shape`
-    and `out_shape` the tensor shapes on the edges into and out of it, when an input shape
-    was given (`None` where the value there is not a tensor).
+    `id` is the occurrence path (`"resnet.1.5"` is position 5 in repeat 1 of `resnet`;
+    `"input:mask"` the named input `mask`); `key` the path of the module that runs there
+    (`get_submodule(key)`), empty for the inputs and the output; `frames` the frame ids
+    that hold it, outermost first; `in_shape` and `out_shape` the tensor shapes on the edges
+    into and out of it, when an input shape was given (`None` where the value there is not
+    a tensor). A tap's `lines` are its output's label; an entry's its name and shape.
     """
 
     id: str
@@ -91,19 +110,25 @@ class SkipRead:
     """One `GetInput` reading a skip: the merge node and its `name · op` label.
 
     `transform` names the read's transform in one line (`Projection`); `transform_layers`
-    has a line per layer of it with its parameter count, or one line for a long one.
+    has a line per layer of it with its parameter count, or one line for a long one. A read
+    of several values (several names, or a pop drawn folded that may take several pushes)
+    joins each one's lane at its own place on the merge: this is value `slot` of `slots`,
+    named `name`; the label is drawn once, at slot 0.
     """
 
     node: str
     label: str
     transform: str | None
     transform_layers: tuple[str, ...] = ()
+    name: str = ""
+    slot: int = 0
+    slots: int = 1
 
 
 @dataclass(frozen=True)
 class GraphSkip:
-    """A `SaveInput` and every `GetInput` that reads it, in order (`transform` as in
-    `SkipRead`, for the save's transform)."""
+    """A `SaveInput` (or a named input: its entry node is `save`) and every `GetInput`
+    that reads it, in order (`transform` as in `SkipRead`, for the save's transform)."""
 
     id: str
     name: str
@@ -129,7 +154,7 @@ class Graph:
         """The node whose occurrence path is `node_id`."""
         node = self._nodes_by_id.get(node_id)
         if node is None:
-            raise KeyError(f"no node {node_id!r} in this graph; ids: {list(self._nodes_by_id)}")
+            raise KeyError(f"no node {node_id!r} in this graph")
         return node
 
     def frame(self, frame_id: str) -> GraphFrame:
@@ -137,16 +162,22 @@ class Graph:
         return self._frames_by_id[frame_id]
 
     def skip_of(self, node_id: str) -> GraphSkip:
-        """The skip that the save or read `node_id` belongs to."""
+        """The skip that the save or read `node_id` belongs to (a read of several values:
+        that of its first)."""
         return self._skips_by_node[node_id]
 
     def read_of(self, node_id: str) -> SkipRead:
-        """The read drawn at the merge node `node_id`."""
+        """The read drawn at the merge node `node_id` (of several values: its first)."""
         return self._reads_by_node[node_id]
 
     def order(self, node_id: str) -> int:
-        """Where the node `node_id` comes in drawing order (0 for the input)."""
+        """Where the node `node_id` comes in drawing order (0 for the first)."""
         return self._order[node_id]
+
+    @property
+    def flow(self) -> tuple[GraphNode, ...]:
+        """The nodes the main flow runs through, in order: all but the entries."""
+        return self._flow
 
     # Indexes, built once on first use: every lookup above is constant time.
 
@@ -159,18 +190,26 @@ class Graph:
         return {node.id: index for index, node in enumerate(self.nodes)}
 
     @functools.cached_property
+    def _flow(self) -> tuple[GraphNode, ...]:
+        return tuple(node for node in self.nodes if node.kind != "entry")
+
+    @functools.cached_property
     def _frames_by_id(self) -> dict[str, GraphFrame]:
         return {frame.id: frame for frame in self.frames}
 
     @functools.cached_property
     def _skips_by_node(self) -> dict[str, GraphSkip]:
-        index = {skip.save: skip for skip in self.skips}
-        index.update((read.node, skip) for skip in self.skips for read in skip.reads)
+        index: dict[str, GraphSkip] = {}
+        for skip in self.skips:
+            index.setdefault(skip.save, skip)
+            for read in skip.reads:
+                if read.slot == 0:
+                    index.setdefault(read.node, skip)
         return index
 
     @functools.cached_property
     def _reads_by_node(self) -> dict[str, SkipRead]:
-        return {read.node: read for skip in self.skips for read in skip.reads}
+        return {read.node: read for skip in self.skips for read in skip.reads if read.slot == 0}
 
 
 def circuit_graph(
@@ -181,6 +220,7 @@ def circuit_graph(
     expanded: bool | None = None,
     view: Expand | None = None,
     trace: ShapeTrace | None = None,
+    input_shapes: InputShapes | None = None,
 ) -> Graph:
     """What a diagram of `circuit` shows, before any position is chosen.
 
@@ -193,10 +233,12 @@ def circuit_graph(
         view: which blocks to expand, by their `StartBlock` positions (see `view.Expand`);
             overrides `show_repeats` and `expanded`.
         trace: shapes already traced (`shapes.trace_shapes`), instead of `input_shape`.
+        input_shapes: a shape or example tensor for each named input, with `input_shape`.
 
     Raises:
-        ValueError: the view would draw more than `view.MAX_DRAWN` nodes, or `show_repeats`
-            and `expanded` contradict each other.
+        ValueError: the view would draw more than `view.MAX_DRAWN` nodes, `show_repeats`
+            and `expanded` contradict each other, or `input_shapes` comes without
+            `input_shape` (or leaves out a required input).
 
     Examples:
         >>> [n.kind for n in circuit_graph(Circuit(nn.ReLU())).nodes]
@@ -205,38 +247,46 @@ def circuit_graph(
     if view is None:
         view = resolve_expanded(show_repeats, expanded)
     check_drawable(circuit.nodes, view)
-    if trace is None and input_shape is not None:
-        trace = trace_shapes(circuit, input_shape)
-    return _GraphBuilder(view, trace).build(circuit)
+    if trace is None:
+        trace = trace_for(circuit, input_shape, input_shapes)
+    return _GraphBuilder(circuit, view, trace).build()
 
 
-def _transform_text(module: nn.Module) -> str | None:
-    transform = getattr(module, "transform", None)
-    return None if transform is None else describe_layer(transform)
+def graph_of_text(
+    circuit: Scope,
+    show_repeats: bool | None,
+    expanded: bool | None,
+    input_shape: Sequence[int] | Tensor | None,
+    input_shapes: InputShapes | None,
+    limit: int,
+) -> Graph:
+    """The graph that a text diagram (DOT, Mermaid) writes: as `circuit_graph`, refused past
+    `limit` nodes rather than `view.MAX_DRAWN` (text stays cheap where a drawing would not)."""
+    view = resolve_expanded(show_repeats, expanded)
+    check_drawable(circuit.nodes, view, limit)
+    trace = trace_for(circuit, input_shape, input_shapes)
+    return _GraphBuilder(circuit, view, trace).build()
 
 
-MAX_TRANSFORM_LINES = 3
-"""A transform of more layers is drawn as one line: its class, layer count and parameters."""
+def trace_for(
+    circuit: Scope,
+    input_shape: Sequence[int] | Tensor | None,
+    input_shapes: InputShapes | None = None,
+) -> ShapeTrace | None:
+    """The shapes of `circuit` for `input_shape` (and `input_shapes`), or `None` without one.
 
-
-def transform_layers(module: nn.Module) -> tuple[str, ...]:
-    """A marker's transform as drawn: a line per layer with its parameter count
-    (`Conv2d 32→64, k1, s2 · 2,048 params`), or one line when it has more than
-    `MAX_TRANSFORM_LINES` layers; empty without a transform."""
-    transform = getattr(module, "transform", None)
-    if not isinstance(transform, nn.Module):
-        return ()
-    leaves = [m for m in transform.modules() if not any(True for _ in m.children())]
-    if len(leaves) > MAX_TRANSFORM_LINES:
-        total = count_params(transform)
-        return (f"{type(transform).__name__}: {len(leaves)} layers · {total:,} params",)
-    return tuple(_with_params(leaf) for leaf in leaves)
-
-
-def _with_params(module: nn.Module) -> str:
-    params = count_params(module)
-    name = describe_layer(module)
-    return f"{name} · {params:,} params" if params else name
+    Raises:
+        ValueError: `input_shapes` without `input_shape`, or one that `trace_shapes` refuses.
+    """
+    if input_shape is None:
+        if input_shapes:
+            raise ValueError(
+                "input_shapes gives the named inputs' shapes, but input_shape (the main "
+                "input's) is missing; pass both, e.g. input_shape=(1, 16), "
+                "input_shapes={'mask': (1, 16)}."
+            )
+        return None
+    return trace_shapes(circuit, input_shape, input_shapes)
 
 
 @dataclass
@@ -265,6 +315,7 @@ class _OpenSkip:
 
 @dataclass
 class _GraphBuilder:
+    circuit: Scope
     view: Expand
     trace: ShapeTrace | None
     nodes: list[GraphNode] = field(default_factory=list)
@@ -272,14 +323,17 @@ class _GraphBuilder:
     items: list[Item] = field(default_factory=list)
     skips: dict[str, _OpenSkip] = field(default_factory=dict)  # by the save's path
     shape: Shape | None = None
+    started: bool = False  # whether the main input is drawn (after the named inputs)
+    outputs: dict[int, int] = field(default_factory=dict)  # runs so far, by Output position
 
-    def build(self, circuit: Scope) -> Graph:
+    def build(self) -> Graph:
         self.shape = None if self.trace is None else self.trace.input
-        self.add(GraphNode("input", "input", ("input",), "io", 0, "", (), out_shape=self.shape))
-        for event in view_walk(circuit, self.view):
+        for event in view_walk(self.circuit, self.view):
             if isinstance(event, Input):
-                self.named_input(event)
-            elif isinstance(event, Enter):
+                self.entry(event)
+                continue
+            self.start()
+            if isinstance(event, Enter):
                 self.enter(event.frame)
             elif isinstance(event, Exit):
                 self.items.append(("close", event.frame.id))
@@ -289,7 +343,9 @@ class _GraphBuilder:
                 self.visit(event)
                 self.shape_after(event.path)
                 self.nodes[-1] = replace(self.nodes[-1], out_shape=self.shape)
-        self.add(GraphNode("output", "output", ("output",), "io", 0, "", ()))
+        self.start()
+        if not self.outputs:  # a circuit that names its outputs returns those alone
+            self.add(GraphNode("output", "output", ("output",), "io", 0, "", ()))
         skips = tuple(skip.finish() for skip in self.skips.values())
         folded = self.view is False
         items = tuple(self.items)
@@ -300,20 +356,30 @@ class _GraphBuilder:
         self.nodes.append(node)
         self.items.append(("node", node.id))
 
+    def start(self) -> None:
+        """The main input, once, after the named inputs."""
+        if not self.started:
+            self.started = True
+            input_node = GraphNode("input", "input", ("input",), "io", 0, "", ())
+            self.add(replace(input_node, out_shape=self.shape))
+
     def shape_after(self, path: str) -> None:
         """The value after `path` becomes the flow's: its shape, or none if not a tensor."""
         if self.trace is not None:
             self.shape = self.trace.outputs.get(path)
 
-    def named_input(self, event: Input) -> None:
-        """A named input, for now drawn as a save just after the input (an entry of its own
-        with a lane to its readers is the diagram issue's)."""
-        name = event.node.name
-        self.add(GraphNode(event.path, "save", (name,), "skip", 0, "", (), out_shape=self.shape))
-        label = name
-        if self.trace is not None and event.path in self.trace.saved:
-            label = f"{name} {format_shape(self.trace.saved[event.path])}"
-        self.skips[event.path] = _OpenSkip(name, event.path, f"input {label}", None, ())
+    def saved_shape(self, path: str) -> Shape | None:
+        return None if self.trace is None else self.trace.saved.get(path)
+
+    def entry(self, event: Input) -> None:
+        """A named input: an entry node of its own, whose lane runs to its readers."""
+        name, path = event.node.name, event.path
+        shape = self.saved_shape(path)
+        lines = (name,) if shape is None else (name, format_shape(shape))
+        self.nodes.append(GraphNode(path, "entry", lines, "io", 0, "", (), out_shape=shape))
+        self.items.append(("node", path))
+        label = name if shape is None else f"{name} {format_shape(shape)}"
+        self.skips[path] = _OpenSkip(name, path, label, None, ())
 
     def enter(self, frame: Frame) -> None:
         self.frames.append(
@@ -334,30 +400,38 @@ class _GraphBuilder:
         node, module = visit.node, visit.module
         params = count_params(module)
         frames = tuple(frame.id for frame in visit.frames)
+        folded = represented(visit) > 1
         if isinstance(node, SaveNode):
             self.add(GraphNode(visit.path, "save", (node.name,), "skip", params, visit.key, frames))
-            label = node.name
-            if self.trace is not None and visit.path in self.trace.saved:
-                label = f"{node.name} {format_shape(self.trace.saved[visit.path])}"
-            transform = _transform_text(module)
+            label = save_label(node, self.saved_shape(visit.path), folded)
+            transform = transform_text(module)
             layers = transform_layers(module)
             self.skips[visit.path] = _OpenSkip(node.name, visit.path, label, transform, layers)
         elif isinstance(node, ReadNode):
             symbol = OP_SYMBOLS.get(node.op, "f")
             self.add(GraphNode(visit.path, "merge", (symbol,), "skip", params, visit.key, frames))
-            label = f"{node.name} · {node.op}"
-            read = SkipRead(visit.path, label, _transform_text(module), transform_layers(module))
-            for source in visit.sources:
+            label = read_label(node, getattr(module, "op_name", node.op), folded)
+            transform, layers = transform_text(module), transform_layers(module)
+            names = node.names if len(node.names) == len(visit.sources) else (node.name,)
+            for slot, source in enumerate(visit.sources):
+                name = names[slot] if len(names) > 1 else names[0]
+                read = SkipRead(
+                    visit.path, label, transform, layers, name, slot, len(visit.sources)
+                )
                 self.skips[source].reads.append(read)
+        elif isinstance(node, OutputNode):
+            first = self.outputs.get(node.position, 0)
+            self.outputs[node.position] = first + represented(visit)
+            lines = (output_label(node, visit, first),)
+            self.add(GraphNode(visit.path, "tap", lines, "io", 0, visit.key, frames))
         else:
-            lines = (describe_layer(module),) + ((f"{params:,} params",) if params else ())
-            family = layer_family(module)
-            self.add(GraphNode(visit.path, "layer", lines, family, params, visit.key, frames))
+            self.layer(visit, node, params, frames)
 
-
-def frame_label(node: BlockNode, repeat: int | None) -> str:
-    """`name ×N` for a folded block, `name [r/N]` for one repeat (`· shared` if tied)."""
-    shared = " · shared" if node.share_weights else ""
-    if repeat is None:
-        return f"{node.name} ×{node.num_repeats}{shared}"
-    return f"{node.name} [{repeat + 1}/{node.num_repeats}]{shared}"
+    def layer(self, visit: Visit, node: LayerNode, params: int, frames: tuple[str, ...]) -> None:
+        module = visit.module
+        modules = [module]
+        if node.per_repeat is not None and represented(visit) > 1:
+            modules = represented_modules(self.circuit, visit)
+        lines = layer_lines(visit, modules)
+        family = layer_family(module)
+        self.add(GraphNode(visit.path, "layer", lines, family, params, visit.key, frames))

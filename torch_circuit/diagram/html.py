@@ -26,11 +26,12 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from ..nodes import InputNode, input_path
 from ..scope import Scope
-from ..shapes import ShapeTrace, trace_shapes
+from ..shapes import ShapeTrace
 from .describe import DEFAULT_COLORS, format_shape
 from .geometry import Direction
-from .graph import Graph, circuit_graph
+from .graph import Graph, InputShapes, circuit_graph, trace_for
 from .layout import layout_graph
 from .svg import PX, layout_svg
 from .view import MAX_DRAWN, block_declarations, check_drawable, drawn_size
@@ -86,6 +87,8 @@ def circuit_html(
     title: str | None = None,
     expanded: bool = False,
     direction: Direction = "down",
+    input_shapes: InputShapes | None = None,
+    trace: ShapeTrace | None = None,
 ) -> str:
     """The interactive page of `circuit`'s diagram, as HTML text.
 
@@ -100,6 +103,8 @@ def circuit_html(
         expanded: open with every block expanded (where the page holds that view) instead
             of folded.
         direction: as for `layout_circuit`: columns (`"down"`) or rows (`"right"`).
+        input_shapes: a shape or example tensor for each named input (with `input_shape`).
+        trace: shapes already traced, instead of `input_shape` and `input_shapes`.
 
     Raises:
         ValueError: the folded diagram alone would draw more than `view.MAX_DRAWN` nodes.
@@ -112,7 +117,8 @@ def circuit_html(
     check_drawable(circuit.nodes, False)
     views = page_views(circuit)
     palette = {**DEFAULT_COLORS, **_hex_colors(colors or {})}
-    trace = None if input_shape is None else trace_shapes(circuit, input_shape)
+    if trace is None:
+        trace = trace_for(circuit, input_shape, input_shapes)
     templates: list[str] = []
     details: dict[str, dict[str, object]] = {}
     for view in views.views:
@@ -153,10 +159,13 @@ def _details(
     """What hovering each node shows, by occurrence path: its repr, key, parameter count and
     output shape (`None` without an input shape, or where the value is not a tensor)."""
     found: dict[str, dict[str, object]] = {}
+    inputs = {input_path(entry.name): entry for entry in circuit.input_nodes}
     for node in graph.nodes:
         if node.id in known:
             continue
-        if node.kind in ("input", "output"):
+        if node.kind == "entry":
+            text, shape = _entry_text(inputs[node.id]), node.out_shape
+        elif node.kind in ("input", "output"):
             shape = node.out_shape if node.kind == "input" else node.in_shape
             text = "the tensor passed to forward" if node.kind == "input" else "forward's result"
         else:
@@ -169,6 +178,13 @@ def _details(
             "shape": None if trace is None or shape is None else format_shape(shape),
         }
     return found
+
+
+def _entry_text(entry: InputNode) -> str:
+    """What hovering a named input's entry says: its place in `forward` and its default."""
+    given = "required" if entry.required else f"default {entry.default!r}"
+    readers = ", ".join(str(position) for position in entry.readers)
+    return f"named input {entry.name!r} of forward ({given}); read at positions {readers}"
 
 
 def _repr(circuit: Scope, key: str) -> str:
@@ -187,13 +203,14 @@ def _page(
     # `<` is escaped in the JSON so that no text of a repr can close the script element.
     data = json.dumps(config, ensure_ascii=False).replace("<", "\\u003c")
     skip = html.escape(colors["skip"], quote=True)
+    io = html.escape(colors["io"], quote=True)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>:root{{--skip:{skip}}}"
+        f"<title>{html.escape(title)}</title><style>:root{{--skip:{skip};--io:{io}}}"
         f"{_asset('page.css')}</style></head><body>"
         '<header><span class="title">'
         f"{html.escape(title)}</span>"

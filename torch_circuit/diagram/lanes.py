@@ -5,18 +5,19 @@ boxes; a skip live where the diagram wraps runs down its lane to the foot of the
 across the gutter, and on down a lane of the next column. Deeper scopes come first, so a
 skip inside a frame runs inside its border and a skip passing or entering a frame runs
 outside it; each takes the level just outside every earlier one it overlaps vertically, so
-skips with overlapping spans never share a lane.
+skips with overlapping spans never share a lane (found in `O(log n)` by `intervals.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .geometry import (
-    DOT_R,
     LABEL_INSET,
+    LANE_MARGIN,
     MARK_CLEARANCE,
     MERGE_R,
     SMALL_FONT,
@@ -26,13 +27,17 @@ from .geometry import (
     Mark,
     Point,
     TextFit,
+    label_rise,
     mark_height,
     mark_lines,
     mark_width,
+    outline_right,
+    slot_offsets,
 )
-from .graph import Graph, GraphSkip
+from .graph import Graph, GraphSkip, SkipRead
+from .intervals import LevelIndex
 
-__all__ = ["SkipRoute", "SkipRouter", "label_raise", "lane_levels"]
+__all__ = ["SkipRoute", "SkipRouter", "arrival", "label_raise", "lane_levels", "name_length"]
 
 
 def lane_levels(
@@ -61,10 +66,11 @@ def lane_levels(
         key = (-2.0 * graph.frame(frame_id).depth + 1, span[1] - span[0], span[0], 0.0, 0.0)
         objects.append((key, frame_id, span))
     objects.sort(key=lambda item: item[0])
+    placed = LevelIndex(end for _, _, span in objects for end in span)
     level: dict[str, int] = {}
-    for index, (_, obj_id, span) in enumerate(objects):
-        below = [level[o[1]] for o in objects[:index] if _overlaps(o[2], span)]
-        level[obj_id] = 1 + max(below) if below else 0
+    for _, obj_id, span in objects:
+        level[obj_id] = placed.highest(span) + 1
+        placed.place(span, level[obj_id])
     return level
 
 
@@ -75,10 +81,6 @@ def _scope_depth(graph: Graph, skip: GraphSkip) -> int:
     while all(len(p) > depth for p in paths) and len({p[depth] for p in paths}) == 1:
         depth += 1
     return depth
-
-
-def _overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
 
 
 @dataclass(frozen=True)
@@ -99,30 +101,35 @@ class SkipRouter:
     text: TextFit
 
     def edge(self, skip: GraphSkip, boxes: Mapping[str, Box], route: SkipRoute) -> Edge:
-        """The edge of `skip` along `route`."""
+        """The edge of `skip` along `route`: out of its save's dot (or its entry's right
+        side), down its lane, into each read (at the read's slot for this value)."""
         save = boxes[skip.save]
-        name = len(skip.name)
         lanes = route.lanes
-        labels = [self.line_label(save, skip.label, skip.transform_layers, name)]
+        labels: list[Label] = []
+        if save.kind == "save":  # an entry names itself in its box
+            labels.append(self.line_label(save, skip.label, skip.transform_layers))
         marks = self.marks(save, skip.transform_layers, lanes[save.column])
         if not skip.reads:
             edge = Edge(skip.id, "skip", skip.save, (), (), route.level, (), ())
             return dataclasses.replace(edge, labels=tuple(labels), marks=tuple(marks))
-        start = (save.cx + DOT_R, save.cy)
+        start = (outline_right(save), save.cy)
         readers = [boxes[r.node] for r in skip.reads]
-        last = max(readers, key=lambda box: (box.column, box.cy))
+        arrivals = [arrival(box, read) for read, box in zip(skip.reads, readers, strict=True)]
+        last = max(range(len(readers)), key=lambda i: (readers[i].column, arrivals[i][1]))
+        end = readers[last]
         main: list[Point] = [start, (lanes[save.column], save.cy)]
-        for column in range(save.column, last.column):
+        for column in range(save.column, end.column):
             foot, gutter, top = route.turns[column]
             lane, following = lanes[column], lanes[column + 1]
             main += [(lane, foot), (gutter, foot), (gutter, top), (following, top)]
-        main += [(lanes[last.column], last.cy), (last.cx + MERGE_R, last.cy)]
+        main += [(lanes[end.column], arrivals[last][1]), arrivals[last]]
         paths: list[tuple[Point, ...]] = [tuple(main)]
-        for read, box in zip(skip.reads, readers, strict=True):
+        for index, (read, box) in enumerate(zip(skip.reads, readers, strict=True)):
             lane = lanes[box.column]
-            if box is not last:
-                paths.append(((lane, box.cy), (box.cx + MERGE_R, box.cy)))
-            labels.append(self.line_label(box, read.label, read.transform_layers, name))
+            if index != last:
+                paths.append(((lane, arrivals[index][1]), arrivals[index]))
+            if read.slot == 0:  # a read of several values is labelled once
+                labels.append(self.line_label(box, read.label, read.transform_layers, read.slots))
             marks += self.marks(box, read.transform_layers, lane)
         return Edge(
             skip.id,
@@ -135,22 +142,41 @@ class SkipRouter:
             tuple(marks),
         )
 
-    def line_label(self, box: Box, text: str, transform: tuple[str, ...], name: int) -> Label:
-        """A skip's text just above its horizontal line, right of the node's glyph (above the
-        transform's mark, if any); a name too long is cut, keeping the op and the shape."""
-        y = box.cy - (label_raise(mark_lines(self.text, transform)) if transform else 0.075)
+    def line_label(self, box: Box, text: str, transform: tuple[str, ...], slots: int = 1) -> Label:
+        """A skip's text just above its horizontal line (the first of a read's several),
+        right of the node's glyph (above the transform's mark, if any); names too long are
+        cut, keeping the op and the shape."""
+        if transform:
+            y = box.cy - label_raise(mark_lines(self.text, transform))
+        else:
+            y = box.cy - label_rise(slots)
         x = box.cx + MERGE_R + LABEL_INSET
-        return Label(x, y, self.text.fit(text, "skip", name), "skip", SMALL_FONT, "left", "center")
+        text = self.text.fit(text, "skip", name_length(text))
+        return Label(x, y, text, "skip", SMALL_FONT, "left", "center")
 
     def marks(self, box: Box, transform: tuple[str, ...], lane: float) -> list[Mark]:
-        """A transform as a box on the skip's horizontal line, next to the lane: a line per
-        layer of it, each with its parameter count."""
+        """A transform as a box on the skip's horizontal line, towards its lane but left of
+        lane 0, so that no other skip's lane runs through it: a line per layer of it, each
+        with its parameter count."""
         if not transform:
             return []
         lines = mark_lines(self.text, transform)
         w, h = mark_width(lines), mark_height(lines)
-        x = max(box.cx + MERGE_R + MARK_CLEARANCE, lane - MARK_CLEARANCE - w)
+        lane0 = box.cx + self.text.box_w / 2 + LANE_MARGIN
+        x = max(box.cx + MERGE_R + MARK_CLEARANCE, min(lane, lane0) - MARK_CLEARANCE - w)
         return [Mark(x, box.cy - h / 2, w, h, lines)]
+
+
+def arrival(box: Box, read: SkipRead) -> Point:
+    """Where the value `read` brings meets the outline of its merge `box`, from the right."""
+    offset = slot_offsets(read.slots)[read.slot]
+    return (box.cx + math.sqrt(MERGE_R**2 - offset**2), box.cy + offset)
+
+
+def name_length(label: str) -> int:
+    """How much of a skip label is names (cut first when it is too long): up to the op."""
+    head, sep, _ = label.partition(" · ")
+    return len(head) if sep else len(label.split(" (")[0])
 
 
 def label_raise(transform: tuple[str, ...]) -> float:

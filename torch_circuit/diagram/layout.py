@@ -37,12 +37,15 @@ from .geometry import (
     LANE_MARGIN,
     LINE_H,
     MARK_CLEARANCE,
+    MARK_H,
     MAX_BOX_W,
     MERGE_R,
     MIN_BOX_W,
     RIGHT_PAD,
     SHAPE_FONT,
     SMALL_FONT,
+    TAP_ARROW,
+    TAP_R,
     TOP,
     TRANSFORM_ROW,
     WRAP_Y,
@@ -52,21 +55,24 @@ from .geometry import (
     Frame,
     Label,
     Layout,
+    Mark,
     Point,
     TextFit,
     frame_nesting,
+    label_rise,
     mark_height,
     mark_lines,
     mark_width,
     outline_bottom,
     outline_top,
+    tap_room,
 )
-from .graph import GLYPHS, Graph, GraphNode, GraphSkip, Item, circuit_graph
+from .graph import GLYPHS, Graph, GraphNode, GraphSkip, InputShapes, Item, circuit_graph
 from .lanes import SkipRoute, SkipRouter, label_raise, lane_levels
 from .rows import layout_rows
 from .view import Expand
 
-__all__ = ["check_direction", "layout_circuit", "layout_graph"]
+__all__ = ["check_direction", "layout_circuit", "layout_graph", "tap_edge"]
 
 
 def layout_circuit(
@@ -79,6 +85,7 @@ def layout_circuit(
     view: Expand | None = None,
     trace: ShapeTrace | None = None,
     direction: Direction = "down",
+    input_shapes: InputShapes | None = None,
 ) -> Layout:
     """Place every box, frame, lane and edge of `circuit`'s diagram.
 
@@ -96,13 +103,21 @@ def layout_circuit(
         trace: shapes already traced, instead of `input_shape`.
         direction: `"down"` (columns, wrapping to the right) or `"right"` (rows, left to
             right, wrapping downwards; see `rows.py`).
+        input_shapes: a shape or example tensor for each named input (with `input_shape`);
+            each entry shows its input's shape.
 
     Examples:
         >>> layout = layout_circuit(model, expanded=True)
         >>> layout.width, layout.height  # inches, the figure's natural size
     """
     graph = circuit_graph(
-        circuit, show_repeats, input_shape, expanded=expanded, view=view, trace=trace
+        circuit,
+        show_repeats,
+        input_shape,
+        expanded=expanded,
+        view=view,
+        trace=trace,
+        input_shapes=input_shapes,
     )
     return layout_graph(graph, max_column_height=max_column_height, direction=direction)
 
@@ -162,6 +177,11 @@ def box_width(graph: Graph) -> float:
                 need = max(need, 2 * (MERGE_R + room - LANE_MARGIN))
     for frame in graph.frames:
         need = max(need, 2 * (text_width(frame.label, SMALL_FONT) + 0.1))
+    # A tap's arrow and the box naming its output sit right of the tap, left of lane 0.
+    for node in graph.nodes:
+        if node.kind == "tap":
+            room = mark_width(node.lines) + LABEL_CLEARANCE + TAP_R + TAP_ARROW
+            need = max(need, 2 * (room - LANE_MARGIN))
     return min(MAX_BOX_W, need)
 
 
@@ -176,6 +196,8 @@ class _Placer:
     # -- sizes --
 
     def box_lines(self, node: GraphNode) -> tuple[str, ...]:
+        if node.kind == "tap":
+            return tuple(self.text.fit(line, "tap") for line in node.lines)
         if node.kind in GLYPHS:
             return node.lines
         return tuple(self.text.fit(line, "box") for line in node.lines)
@@ -184,7 +206,9 @@ class _Placer:
         if node.kind in GLYPHS:
             lines = mark_lines(self.text, self.transform_of(node))
             if not lines:
-                return GLYPH
+                # Room above the first value's line for the label of a read of several.
+                slots = self.graph.read_of(node.id).slots if node.kind == "merge" else 1
+                return max(GLYPH, 2 * (label_rise(slots) + 0.075))
             # The mark centred on the row's line, the skip label above it, as much below.
             return max(TRANSFORM_ROW, 2 * (label_raise(lines) + 0.07), mark_height(lines) + 0.1)
         return len(node.lines) * LINE_H + 2 * BOX_PAD_Y
@@ -211,20 +235,6 @@ class _Placer:
             columns[group].items.extend(chunk)
         return columns
 
-    def skip_columns(self, columns: list[_Column]) -> dict[str, tuple[int, int]]:
-        """The first and last column of every skip with a reader."""
-        where = {
-            item_id: column.index
-            for column in columns
-            for kind, item_id in column.items
-            if kind == "node"
-        }
-        return {
-            skip.id: (where[skip.save], max(where[r.node] for r in skip.reads))
-            for skip in self.graph.skips
-            if skip.reads
-        }
-
     # -- placing --
 
     def place(self, max_column_height: float | None) -> Layout:
@@ -232,7 +242,7 @@ class _Placer:
         frames: list[Frame] = []
         labels: list[Label] = []
         columns = self.columns(max_column_height)
-        spans = self.skip_columns(columns)
+        spans, running = columns_.skips_by_column(self.graph, [c.items for c in columns])
         for skip_id, (first, last) in spans.items():
             for index in range(first, last):
                 columns[index].leaving.append(skip_id)
@@ -242,14 +252,15 @@ class _Placer:
         x = 0.0
         for column in columns:
             column.x = x
-            placed = self.place_column(column, spans)
+            placed = self.place_column(column, spans, running[column.index])
             boxes += placed[0]
             frames += placed[1]
             labels += placed[2]
             x += column.width + COLUMN_GUTTER + LANE_GAP * len(column.leaving)
         by_id = {box.id: box for box in boxes}
         edges = self.skip_edges(by_id, columns, spans)
-        edges += self.flow_edges(boxes, columns)
+        edges += self.flow_edges([box for box in boxes if box.kind != "entry"], columns)
+        edges += [tap_edge(box, self.box_w) for box in boxes if box.kind == "tap"]
         return Layout(
             width=x - COLUMN_GUTTER,
             height=max(column.foot for column in columns) + BOTTOM,
@@ -262,7 +273,7 @@ class _Placer:
         )
 
     def place_column(
-        self, column: _Column, skip_spans: dict[str, tuple[int, int]]
+        self, column: _Column, skip_spans: dict[str, tuple[int, int]], skips: list[GraphSkip]
     ) -> tuple[list[Box], list[Frame], list[Label]]:
         graph = self.graph
         frame_ids = [item_id for kind, item_id in column.items if kind == "open"]
@@ -271,7 +282,7 @@ class _Placer:
         right = left + self.box_w
         boxes, spans = self.stack(column, left + self.box_w / 2)
         by_id = {box.id: box for box in boxes}
-        lanes = self.lane_spans(column, by_id, skip_spans)
+        lanes = self.lane_spans(column, by_id, skip_spans, skips)
         level = lane_levels(graph, lanes, spans)
 
         def lane_x(lane: int) -> float:
@@ -306,16 +317,17 @@ class _Placer:
         return boxes, frames, labels
 
     def lane_spans(
-        self, column: _Column, boxes: dict[str, Box], skip_spans: dict[str, tuple[int, int]]
+        self,
+        column: _Column,
+        boxes: dict[str, Box],
+        skip_spans: dict[str, tuple[int, int]],
+        skips: list[GraphSkip],
     ) -> list[tuple[GraphSkip, tuple[float, float]]]:
-        """Each skip that runs in this column, with the top and bottom of its lane there."""
+        """Each skip that runs in this column (`skips`), with the top and bottom of its lane
+        there."""
         result = []
-        for skip in self.graph.skips:
-            first, last = skip_spans.get(skip.id, (-1, -1))
-            if skip.reads and not first <= column.index <= last:
-                continue
-            if not skip.reads and skip.save not in boxes:
-                continue
+        for skip in skips:
+            first, last = skip_spans.get(skip.id, (column.index, column.index))
             nodes = [skip.save, *(r.node for r in skip.reads)]
             ys = [boxes[n].cy for n in nodes if n in boxes]
             if first < column.index:
@@ -412,3 +424,13 @@ class _Placer:
                 Edge(edge_id, "flow", previous.id, (box.id,), (path,), None, edge_labels, ())
             )
         return edges
+
+
+def tap_edge(box: Box, box_w: float) -> Edge:
+    """An output's tap: an arrow from its glyph on the flow to the right, into a box naming
+    the output, which ends before lane 0."""
+    w = min(mark_width(box.lines), tap_room(box_w))
+    start = (box.cx + TAP_R, box.cy)
+    x = start[0] + TAP_ARROW
+    mark = Mark(x, box.cy - MARK_H / 2, w, MARK_H, box.lines)
+    return Edge(f"tap:{box.id}", "tap", box.id, (), ((start, (x, box.cy)),), None, (), (mark,))

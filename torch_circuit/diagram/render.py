@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .describe import COLOR_KEYS, DEFAULT_COLORS
-from .geometry import BOX_FONT, DOT_R, MERGE_R, SMALL_FONT, Box, Edge, Layout
+from .geometry import BOX_FONT, DOT_R, MERGE_R, SMALL_FONT, TAP_R, Box, Edge, Layout
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -28,7 +28,7 @@ EDGE_COLOR = "#4a4a4a"
 TEXT_COLOR = "#1a1a1a"
 MUTED_COLOR = "#5a5a5a"
 PNG_DPI = 150
-IO_KINDS = ("input", "output")
+IO_KINDS = ("entry", "input", "output")
 
 
 # --- Checking the arguments before any work ---
@@ -209,8 +209,20 @@ class _Painter:
         )
 
     def box(self, box: Box) -> None:
-        from matplotlib.patches import Circle, FancyBboxPatch
+        from matplotlib.patches import Circle, FancyBboxPatch, RegularPolygon
 
+        if box.kind == "tap":
+            self.axes.add_patch(
+                RegularPolygon(
+                    (box.cx, box.cy),
+                    4,
+                    radius=TAP_R,
+                    facecolor=EDGE_COLOR,
+                    edgecolor="none",
+                    zorder=3,
+                )
+            )
+            return
         if box.kind == "save":
             self.axes.add_patch(
                 Circle(
@@ -290,6 +302,7 @@ class _Painter:
                 solid_joinstyle="miter",
             )
             self.arrow(path[-2], path[-1], color)
+        tap = edge.kind == "tap"  # its mark names an output, styled as the output box
         for mark in edge.marks:
             from matplotlib.patches import FancyBboxPatch
 
@@ -299,7 +312,7 @@ class _Painter:
                     mark.w,
                     mark.h,
                     boxstyle="round,pad=0,rounding_size=0.04",
-                    facecolor="white",
+                    facecolor=self.colors["io"] if tap else "white",
                     edgecolor=color,
                     linewidth=0.8 * self.scale,
                     zorder=2,
@@ -312,7 +325,8 @@ class _Painter:
                 SMALL_FONT,
                 "center",
                 "center",
-                color=color,
+                color=TEXT_COLOR if tap else color,
+                style="italic" if tap else "normal",
             )
         for label in edge.labels:
             self.text(

@@ -11,6 +11,7 @@ the row's end, down, back left past the next row's start, and down into a lane t
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +32,7 @@ from .geometry import (
     MERGE_R,
     SHAPE_FONT,
     SMALL_FONT,
+    TAP_R,
     Box,
     Edge,
     Frame,
@@ -44,8 +46,9 @@ from .geometry import (
     mark_height,
     mark_lines,
     mark_width,
+    slot_offsets,
 )
-from .graph import GLYPHS, Graph, GraphNode, GraphSkip, Item
+from .graph import GLYPHS, Graph, GraphNode, GraphSkip, Item, SkipRead
 from .lanes import lane_levels
 
 __all__ = ["layout_rows"]
@@ -97,7 +100,10 @@ class _RowPlacer:
         return max(MIN_W, widest + 2 * BOX_PAD_X), len(node.lines) * LINE_H + 2 * BOX_PAD_Y
 
     def skip_text(self, node: GraphNode) -> tuple[str, tuple[str, ...]]:
-        """The label beside a glyph's drop, and its transform's lines."""
+        """The label beside a glyph's drop, and its transform's lines (a tap: no label, and
+        the box naming its output)."""
+        if node.kind == "tap":
+            return "", tuple(self.text.fit(line, "mark") for line in node.lines)
         if node.kind == "save":
             skip = self.graph.skip_of(node.id)
             return skip.label, mark_lines(self.text, skip.transform_layers)
@@ -131,12 +137,7 @@ class _RowPlacer:
         rows = [_Row(index=index) for index in range(max(groups, default=0) + 1)]
         for chunk, group in zip(chunks, groups, strict=True):
             rows[group].items.extend(chunk)
-        where = {i: row.index for row in rows for kind, i in row.items if kind == "node"}
-        spans = {
-            s.id: (where[s.save], max(where[r.node] for r in s.reads))
-            for s in self.graph.skips
-            if s.reads
-        }
+        spans, running = columns_.skips_by_column(self.graph, [row.items for row in rows])
         for skip_id, (first, last) in spans.items():
             for index in range(first, last):
                 rows[index].leaving.append(skip_id)
@@ -150,14 +151,15 @@ class _RowPlacer:
         top = BOTTOM / 2
         for row in rows:
             row.top = top
-            placed = self.place_row(row, start, spans, edge_labels, marks)
+            placed = self.place_row(row, start, spans, running[row.index], edge_labels, marks)
             boxes += placed[0]
             frames += placed[1]
             labels += placed[2]
             top = row.bottom + (len(row.leaving) + 1) * LANE_GAP + ROW_GAP
         by_id = {box.id: box for box in boxes}
         edges = self.skip_edges(by_id, rows, spans, edge_labels, marks)
-        edges += self.flow_edges(boxes, rows)
+        edges += self.flow_edges([box for box in boxes if box.kind != "entry"], rows)
+        edges += [self.tap_edge(box, marks) for box in boxes if box.kind == "tap"]
         width = max(row.end + TURN + (len(row.leaving) + 1) * LANE_GAP for row in rows) + 0.2
         return Layout(
             width=width,
@@ -176,6 +178,7 @@ class _RowPlacer:
         row: _Row,
         start: float,
         spans: dict[str, tuple[int, int]],
+        skips: list[GraphSkip],
         edge_labels: dict[str, list[Label]],
         marks: dict[str, list[Mark]],
     ) -> tuple[list[Box], list[Frame], list[Label]]:
@@ -208,7 +211,7 @@ class _RowPlacer:
                     half_mark = mark_width(lines) / 2 if lines else 0.0
                     x = max(x, clear + 0.1 + half_mark - w / 2)
                     cx = x + w / 2
-                    label_end = cx + 0.06 + text_width(text, SMALL_FONT)
+                    label_end = cx + self.label_inset(node) + text_width(text, SMALL_FONT)
                     clear = max(label_end, cx + half_mark)
                     tallest_mark = max(tallest_mark, mark_height(lines) if lines else 0.0)
                 box = Box(
@@ -227,7 +230,7 @@ class _RowPlacer:
         row.end = max(x, clear)
         lane0 = below + LABEL_BAND + (tallest_mark + MARGIN if tallest_mark else 0.0) + MARGIN
         by_id = {box.id: box for box in boxes}
-        level = lane_levels(graph, self.lane_spans(row, by_id, spans), x_spans)
+        level = lane_levels(graph, self.lane_spans(row, by_id, spans, skips), x_spans)
 
         def lane_y(lane: int) -> float:
             return lane0 + lane * LANE_GAP
@@ -272,23 +275,43 @@ class _RowPlacer:
         """A glyph's skip label right of its drop below the row, its transform's mark on it."""
         node = self.graph.node(box.id)
         text, lines = self.skip_text(node)
-        skip = self.graph.skip_of(box.id)
-        label = Label(box.cx + 0.06, below + LABEL_BAND / 2, text, "skip", SMALL_FONT)
-        edge_labels.setdefault(skip.id, []).append(label)
+        owner = f"tap:{box.id}" if node.kind == "tap" else self.graph.skip_of(box.id).id
+        if text:
+            x = box.cx + self.label_inset(node)
+            label = Label(x, below + LABEL_BAND / 2, text, "skip", SMALL_FONT)
+            edge_labels.setdefault(owner, []).append(label)
         if lines:
             w, h = mark_width(lines), mark_height(lines)
             y = below + LABEL_BAND + MARGIN / 2
-            marks.setdefault(skip.id, []).append(Mark(box.cx - w / 2, y, w, h, lines))
+            marks.setdefault(owner, []).append(Mark(box.cx - w / 2, y, w, h, lines))
+
+    def label_inset(self, node: GraphNode) -> float:
+        """From a glyph's centre to its label: right of its drop, or of the rightmost of the
+        rises into a read of several values."""
+        slots = self.graph.read_of(node.id).slots if node.kind == "merge" else 1
+        return slot_offsets(slots)[-1] + 0.06
+
+    def tap_edge(self, box: Box, marks: dict[str, list[Mark]]) -> Edge:
+        """An output's tap: an arrow down from its glyph into the box naming the output."""
+        edge_id = f"tap:{box.id}"
+        drawn = tuple(marks.get(edge_id, ()))
+        path = ((box.cx, box.cy + TAP_R), (box.cx, drawn[0].y))
+        return Edge(edge_id, "tap", box.id, (), (path,), None, (), drawn)
 
     def lane_spans(
-        self, row: _Row, boxes: dict[str, Box], spans: dict[str, tuple[int, int]]
+        self,
+        row: _Row,
+        boxes: dict[str, Box],
+        spans: dict[str, tuple[int, int]],
+        skips: list[GraphSkip],
     ) -> list[tuple[GraphSkip, tuple[float, float]]]:
-        """Each skip that runs in this row, with the left and right ends of its lane there."""
+        """Each skip with a reader that runs in this row (of `skips`), with the left and
+        right ends of its lane there."""
         result = []
-        for skip in self.graph.skips:
-            first, last = spans.get(skip.id, (-1, -1))
-            if not first <= row.index <= last:
+        for skip in skips:
+            if skip.id not in spans:
                 continue
+            first, last = spans[skip.id]
             xs = [boxes[n].cx for n in (skip.save, *(r.node for r in skip.reads)) if n in boxes]
             if first < row.index:
                 xs.append(0.0)  # crossing in from the left
@@ -335,9 +358,12 @@ class _RowPlacer:
                 edges.append(Edge(skip.id, "skip", skip.save, (), (), level, texts, drawn))
                 continue
             readers = [boxes[r.node] for r in skip.reads]
-            last = max(readers, key=lambda box: (box.column, box.cx))
+            rises = [_rise(box, read) for read, box in zip(skip.reads, readers, strict=True)]
+            end = max(range(len(readers)), key=lambda i: (readers[i].column, rises[i][0]))
+            last = readers[end]
             lanes = {r: rows[r].lanes[skip.id] for r in range(save.column, last.column + 1)}
-            main: list[Point] = [(save.cx, save.cy + DOT_R), (save.cx, lanes[save.column])]
+            drop = save.y + save.h if save.kind == "entry" else save.cy + DOT_R
+            main: list[Point] = [(save.cx, drop), (save.cx, lanes[save.column])]
             for index in range(save.column, last.column):
                 right, down, left = turns[skip.id][index]
                 main += [
@@ -346,12 +372,12 @@ class _RowPlacer:
                     (left, down),
                     (left, lanes[index + 1]),
                 ]
-            main += [(last.cx, lanes[last.column]), (last.cx, last.cy + MERGE_R)]
+            main += [(rises[end][0], lanes[last.column]), rises[end]]
             paths = [tuple(main)]
             paths += [
-                ((box.cx, lanes[box.column]), (box.cx, box.cy + MERGE_R))
-                for box in readers
-                if box is not last
+                ((rise[0], lanes[box.column]), rise)
+                for index, (box, rise) in enumerate(zip(readers, rises, strict=True))
+                if index != end
             ]
             targets = tuple(r.node for r in skip.reads)
             edges.append(
@@ -388,6 +414,12 @@ class _RowPlacer:
             edge_id = f"flow:{previous.id}->{box.id}"
             edges.append(Edge(edge_id, "flow", previous.id, (box.id,), (path,), None, texts, ()))
         return edges
+
+
+def _rise(box: Box, read: SkipRead) -> Point:
+    """Where the value `read` brings meets the outline of its merge `box`, from below."""
+    offset = slot_offsets(read.slots)[read.slot]
+    return (box.cx + offset, box.cy + math.sqrt(MERGE_R**2 - offset**2))
 
 
 def _right(box: Box) -> float:

@@ -19,6 +19,7 @@ from .geometry import (
     MARK_LINE_H,
     MERGE_R,
     SMALL_FONT,
+    TAP_R,
     Box,
     Edge,
     Frame,
@@ -32,7 +33,7 @@ __all__ = ["PX", "layout_svg"]
 PX = 96.0
 """CSS pixels per inch: the page shows the diagram at the size of the printed one."""
 
-IO_KINDS = ("input", "output")
+IO_KINDS = ("entry", "input", "output")
 _ANCHOR = {"left": "start", "center": "middle", "right": "end"}
 _BASELINE = {"top": "hanging", "center": "central", "bottom": "text-after-edge"}
 
@@ -82,9 +83,10 @@ def _path(points: tuple[Point, ...]) -> str:
 
 def _edge(edge: Edge) -> str:
     kind = edge.kind
+    arrow = "skip" if kind == "skip" else "flow"
     parts = [f'<g class="edge {kind}" data-source="{_attr(edge.source)}">']
     for path in edge.paths:
-        parts.append(f'<path d="{_path(path)}" marker-end="url(#arrow-{kind})"/>')
+        parts.append(f'<path d="{_path(path)}" marker-end="url(#arrow-{arrow})"/>')
     for mark in edge.marks:
         parts.append(
             f'<rect class="mark" x="{_num(mark.x)}" y="{_num(mark.y)}" width="{_num(mark.w)}" '
@@ -111,6 +113,11 @@ def _node(layout: Layout, box: Box, palette: Mapping[str, str]) -> str:
 
 
 def _node_shapes(box: Box, palette: Mapping[str, str]) -> Iterator[str]:
+    if box.kind == "tap":
+        cx, cy, r = box.cx, box.cy, TAP_R
+        corners = ((cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy))
+        yield f'<polygon points="{" ".join(f"{_num(x)},{_num(y)}" for x, y in corners)}"/>'
+        return
     if box.kind == "save":
         yield f'<circle cx="{_num(box.cx)}" cy="{_num(box.cy)}" r="{_num(DOT_R)}"/>'
         return

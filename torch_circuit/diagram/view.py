@@ -27,6 +27,8 @@ from ..nodes import (
     Frame,
     InputNode,
     Node,
+    ReadNode,
+    SaveNode,
     Structured,
     Visit,
     walk,
@@ -39,6 +41,8 @@ __all__ = [
     "block_declarations",
     "check_drawable",
     "drawn_size",
+    "pair_pops",
+    "represented",
     "resolve_expanded",
     "view_walk",
 ]
@@ -87,7 +91,8 @@ def view_walk(circuit: Structured, expand: Expand) -> Iterator[Event]:
     A folded block yields its first repeat only, as a frame with `repeat=None` whose id is the
     block's path (`"stage"`); frames and nodes inside it keep repeat 0's paths, as in
     `walk(circuit, folded=True)`. The repeats left out are never walked, so a view costs
-    what it draws.
+    what it draws. A pop is joined to every push that the runs it stands for take
+    (`pair_pops`): a folded decoder's pop to each push of an expanded encoder.
     """
     if expand is False or expand is True:
         yield from walk(circuit, folded=not expand)
@@ -95,6 +100,7 @@ def view_walk(circuit: Structured, expand: Expand) -> Iterator[Event]:
     originals = {block.position: block for block in block_declarations(circuit.nodes)}
     viewed = _Viewed(circuit, _one_repeat_when_folded(circuit.nodes, expand))
     drawn: dict[str, Frame] = {}  # a frame's id in the walk -> the frame as drawn
+    pops = pair_pops(circuit.nodes, expand)
     for event in walk(viewed, folded=False):
         if isinstance(event, Enter):
             frame = event.frame
@@ -107,9 +113,78 @@ def view_walk(circuit: Structured, expand: Expand) -> Iterator[Event]:
         elif isinstance(event, Exit):
             yield Exit(drawn[event.frame.id])
         elif isinstance(event, Visit):
-            yield dataclasses.replace(event, frames=tuple(drawn[f.id] for f in event.frames))
+            frames = tuple(drawn[f.id] for f in event.frames)
+            sources = pops.get(event.path, event.sources)
+            yield dataclasses.replace(event, frames=frames, sources=sources)
         else:
             yield event
+
+
+def pair_pops(nodes: Sequence[Node], expand: Expand) -> dict[str, tuple[str, ...]]:
+    """For each pop as the view `expand` draws it (by path), the drawn pushes that the runs
+    it stands for take, in the order they are taken.
+
+    The pushes and pops run as in `forward`, every repeat of every block (only blocks that
+    hold a push or a pop are entered: the work is that of pairing them at construction),
+    each run named by where the view draws it: repeat 0 of every folded block.
+    """
+    stacks: dict[str, list[str]] = {}
+    taken: dict[str, dict[str, None]] = {}
+    for node, path in _stack_runs(nodes, expand):
+        if isinstance(node, SaveNode):
+            stacks.setdefault(node.name, []).append(path)
+            continue
+        stack = stacks.get(node.name)
+        if stack:  # never empty: pops are counted at construction
+            taken.setdefault(path, {})[stack.pop()] = None
+    return {pop: tuple(pushes) for pop, pushes in taken.items()}
+
+
+def _stack_runs(nodes: Sequence[Node], expand: Expand) -> Iterator[tuple[SaveNode | ReadNode, str]]:
+    """Every run of a push or a pop in forward order, with the path the view draws it at."""
+    holding = _blocks_holding_stacks(nodes)
+    pending: list[Iterator[tuple[Node, str]]] = [iter([(node, "") for node in nodes])]
+    while pending:
+        item = next(pending[-1], None)
+        if item is None:
+            pending.pop()
+            continue
+        node, prefix = item
+        if isinstance(node, BlockNode):
+            if id(node) in holding:
+                pending.append(_repeats(node, f"{prefix}{node.key}", is_expanded(expand, node)))
+        elif isinstance(node, SaveNode | ReadNode) and _is_stack_op(node):
+            yield node, f"{prefix}{node.key}"
+
+
+def _repeats(block: BlockNode, path: str, shown: bool) -> Iterator[tuple[Node, str]]:
+    """The body of every repeat of `block`, with its path as the view draws it."""
+    for repeat in range(block.num_repeats):
+        for child in block.body:
+            yield child, f"{path}.{repeat if shown else 0}."
+
+
+def _is_stack_op(node: Node) -> bool:
+    return (isinstance(node, SaveNode) and node.push) or (isinstance(node, ReadNode) and node.pop)
+
+
+def _blocks_holding_stacks(nodes: Sequence[Node]) -> set[int]:
+    """The ids of the blocks with a push or a pop somewhere inside."""
+    holding: set[int] = set()
+    for block in reversed(block_declarations(nodes)):  # inner blocks first
+        if any(_is_stack_op(n) or id(n) in holding for n in block.body):
+            holding.add(id(block))
+    return holding
+
+
+def represented(visit: Visit) -> int:
+    """How many runs the drawn `visit` stands for: one per repeat of each folded frame
+    around it (1 outside folded frames)."""
+    count = 1
+    for frame in visit.frames:
+        if frame.repeat is None:
+            count *= frame.node.num_repeats
+    return count
 
 
 @dataclass(frozen=True)
