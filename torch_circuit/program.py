@@ -94,11 +94,20 @@ class CallLayer(Immutable):
 
 
 @dataclass(frozen=True)
-class SaveSkip(Immutable):
-    """`frame[slot] = save.capture(x)`; `x` passes through."""
+class MarkerStep(Immutable):
+    """A step at a marker: its key and position, and the note an error there gets."""
 
     key: str
     position: int
+
+    def context(self, modules: Modules) -> str:
+        return _marker_context(modules, self.key, self.position)
+
+
+@dataclass(frozen=True)
+class SaveSkip(MarkerStep):
+    """`frame[slot] = save.capture(x)`; `x` passes through."""
+
     slot: int
 
     def run(self, modules: Modules, x: Any, frame: list[Any]) -> Any:
@@ -108,16 +117,11 @@ class SaveSkip(Immutable):
         frame[self.slot] = save.capture(x)
         return x
 
-    def context(self, modules: Modules) -> str:
-        return _marker_context(modules, self.key, self.position)
-
 
 @dataclass(frozen=True)
-class PushSkip(Immutable):
+class PushSkip(MarkerStep):
     """`frame[stack].append(save.capture(x))`; `x` passes through."""
 
-    key: str
-    position: int
     stack: int
 
     def run(self, modules: Modules, x: Any, frame: list[Any]) -> Any:
@@ -127,16 +131,11 @@ class PushSkip(Immutable):
         frame[self.stack].append(save.capture(x))
         return x
 
-    def context(self, modules: Modules) -> str:
-        return _marker_context(modules, self.key, self.position)
-
 
 @dataclass(frozen=True)
-class ReadSkip(Immutable):
+class ReadSkip(MarkerStep):
     """`x = read(x, frame[slot])`, dropping the slot when this is its last read."""
 
-    key: str
-    position: int
     slot: int
     release: bool
 
@@ -153,16 +152,11 @@ class ReadSkip(Immutable):
             return read(x, saved)
         return read.combine(x, saved)
 
-    def context(self, modules: Modules) -> str:
-        return _marker_context(modules, self.key, self.position)
-
 
 @dataclass(frozen=True)
-class ReadSkips(Immutable):
+class ReadSkips(MarkerStep):
     """`x = read(x, *saved)`: a read of several names, dropping each slot read last here."""
 
-    key: str
-    position: int
     slots: tuple[int, ...]
     releases: tuple[int, ...]
 
@@ -172,16 +166,11 @@ class ReadSkips(Immutable):
             frame[slot] = None
         return modules[self.key](x, *saved)  # type: ignore[misc]
 
-    def context(self, modules: Modules) -> str:
-        return _marker_context(modules, self.key, self.position)
-
 
 @dataclass(frozen=True)
-class PopSkip(Immutable):
+class PopSkip(MarkerStep):
     """`x = read(x, frame[stack].pop())`: the pushed tensor leaves its stack here."""
 
-    key: str
-    position: int
     stack: int
 
     def run(self, modules: Modules, x: Any, frame: list[Any]) -> Any:
@@ -191,16 +180,11 @@ class PopSkip(Immutable):
             return read(x, saved)
         return read.combine(x, saved)
 
-    def context(self, modules: Modules) -> str:
-        return _marker_context(modules, self.key, self.position)
-
 
 @dataclass(frozen=True)
-class SaveOutput(Immutable):
+class SaveOutput(MarkerStep):
     """`frame[slot].append(x)`: a named output; `x` passes through."""
 
-    key: str
-    position: int
     slot: int
 
     def run(self, modules: Modules, x: Any, frame: list[Any]) -> Any:
@@ -209,9 +193,6 @@ class SaveOutput(Immutable):
             x = output(x)
         frame[self.slot].append(x)
         return x
-
-    def context(self, modules: Modules) -> str:
-        return _marker_context(modules, self.key, self.position)
 
 
 @dataclass(frozen=True)
