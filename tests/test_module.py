@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -272,3 +276,30 @@ def test_block_index_errors_name_the_block() -> None:
         model.resnet[3]
     with pytest.raises(TypeError, match=r"block 'resnet' is indexed by repeat \(an int\) or a"):
         model.resnet["1"]  # type: ignore[call-overload]
+
+
+def nested_model() -> Circuit:
+    """Nested blocks, shared weights, a transform, a module op and a named layer."""
+    return Circuit(
+        ("stem", nn.Linear(4, 4)),
+        StartBlock("outer", num_repeats=2),
+        SaveInput("r", transform=nn.Linear(4, 4)),
+        StartBlock("inner", num_repeats=2, share_weights=True),
+        nn.Linear(4, 4),
+        nn.LayerNorm(4),
+        EndBlock("inner"),
+        GetInput("r", op=nn.Bilinear(4, 4, 4)),
+        EndBlock("outer"),
+        nn.Linear(4, 2),
+    )
+
+
+@pytest.mark.parametrize(("name", "build"), [("quickstart", quickstart), ("nested", nested_model)])
+def test_state_dict_keys_match_the_golden_list(name: str, build: Any) -> None:
+    # A change of the key format breaks every checkpoint users have: it must be deliberate.
+    # UPDATE_GOLDEN=1 rewrites tests/golden/<name>_state_dict_keys.txt.
+    path = Path(__file__).parent / "golden" / f"{name}_state_dict_keys.txt"
+    keys = "\n".join(build().state_dict()) + "\n"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(keys, encoding="utf-8")
+    assert keys == path.read_text(encoding="utf-8")
