@@ -1,21 +1,30 @@
 """A pre-norm transformer encoder as a Circuit: one layer written once, repeated N times.
 
 The task is generated: read a sequence of digits and write it out sorted, one output token
-per input position (``3 1 4 1 5`` -> ``1 1 3 4 5``). The score is token accuracy on held-out
-sequences.
+per input position (``3 1 4 1 5`` -> ``1 1 3 4 5``). The sequences have different lengths,
+from 1 to 10 digits, so a batch is padded to the longest with a padding token, and attention
+must not look at the padding. The score is token accuracy over the real (unpadded) positions
+of held-out sequences.
 
-Two idioms carry a transformer over into a flat layer list:
+Three idioms carry a transformer over into a flat layer list:
 
-* **Attention takes three tensors**, a Circuit layer takes one. ``SelfAttention`` below is a
-  tiny ``nn.Module`` that calls ``attn(x, x, x, need_weights=False)[0]``: queries, keys and
-  values are all the current tensor, and only the output (not the weights) flows on.
+* **The padding mask is a named input.** ``Circuit(..., inputs={"mask": None})`` makes it an
+  argument of ``forward`` after the tokens, ``model(tokens, mask)``, like
+  ``nn.TransformerEncoder``'s ``src_key_padding_mask`` (and, as there, leaving it out means
+  no position is padding).
+* **Attention is the op of a read of the mask.** ``GetInput("mask", op=SelfAttention(...))``
+  computes ``attention(x, mask)`` in every layer: queries, keys and values are all the current
+  tensor, and the keys at padded positions are masked out. Only the output, not the attention
+  weights, flows on.
 * **Both residuals use one skip name.** Each layer saves ``"residual"`` before attention, adds
   it back, then saves ``"residual"`` again before the MLP: the second save rebinds the name,
   like assigning a variable.
 
 ``StartBlock("layer", num_repeats=N)`` makes N independent layers (``share_weights=True``
 would tie them, as in ALBERT). Before and after training, the script copies the Circuit's
-weights into the same encoder written by hand and checks that outputs and gradients agree.
+weights into the same encoder written by hand, gives both the same padded batch and mask, and
+checks that outputs and gradients agree; it also checks that the mask works (what the padding
+holds changes no real position's output).
 
 Run:
     python examples/transformer_encoder.py           # under a minute on 2 CPU cores
@@ -33,6 +42,7 @@ import time
 
 import torch
 from _common import (
+    EquivalenceError,
     check_equivalence,
     example_parser,
     parse_example_args,
@@ -54,7 +64,9 @@ from torch_circuit import (
 
 TARGET_ACCURACY = 0.95
 VOCAB = 10  # the digits 0-9
-SEQ_LEN = 10
+PAD = VOCAB  # the padding token, after the digits
+SEQ_LEN = 10  # the longest sequence; the shortest has one digit
+IGNORE = -100  # the target at padded positions: cross_entropy's ignore_index
 
 
 # Layers a flat list needs -----------------------------------------------------------------------
@@ -62,14 +74,18 @@ SEQ_LEN = 10
 
 @register  # so that configs can name it: examples/configs/transformer.yaml
 class SelfAttention(nn.Module):
-    """``nn.MultiheadAttention`` as a one-tensor layer: queries, keys and values are all ``x``."""
+    """``nn.MultiheadAttention`` as the op of a read of the mask: ``attention(x, mask)``.
+
+    Queries, keys and values are all ``x``; ``mask`` is ``True`` at padded positions (or
+    ``None``: nothing is padding).
+    """
 
     def __init__(self, d_model: int, num_heads: int) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, d) -> (B, T, d)
-        return self.attn(x, x, x, need_weights=False)[0]
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:  # (B, T, d), (B, T)
+        return self.attn(x, x, x, key_padding_mask=mask, need_weights=False)[0]
 
 
 @register
@@ -90,14 +106,18 @@ class AddPositions(nn.Module):
 def build_circuit(
     num_layers: int = 3, d_model: int = 64, num_heads: int = 4, max_len: int = SEQ_LEN
 ) -> Circuit:
-    """Token ids (B, T) -> logits (B, T, VOCAB) through ``num_layers`` pre-norm layers."""
+    """Token ids (B, T) and a padding mask (B, T) -> logits (B, T, VOCAB).
+
+    Called as ``model(tokens, mask)`` or ``model(tokens, mask=mask)``; ``model(tokens)`` treats
+    no position as padding.
+    """
     return Circuit(
-        nn.Embedding(VOCAB, d_model),  # (B, T) -> (B, T, d)
+        nn.Embedding(VOCAB + 1, d_model),  # (B, T) -> (B, T, d); the digits and PAD
         AddPositions(max_len, d_model),
         StartBlock("layer", num_repeats=num_layers),
         SaveInput("residual"),
         nn.LayerNorm(d_model),
-        SelfAttention(d_model, num_heads),
+        GetInput("mask", op=SelfAttention(d_model, num_heads)),  # attention(x, mask)
         GetInput("residual"),  # x = x + attention(norm(x))
         SaveInput("residual"),  # rebinds the name for the second residual
         nn.LayerNorm(d_model),
@@ -108,6 +128,7 @@ def build_circuit(
         EndBlock("layer"),
         nn.LayerNorm(d_model),
         nn.Linear(d_model, VOCAB),  # (B, T, VOCAB)
+        inputs={"mask": None},  # a named input of forward, read in every layer
     )
 
 
@@ -126,9 +147,9 @@ class PlainLayer(nn.Module):
             nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model)
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         h = self.ln1(x)
-        x = self.attn(h, h, h, need_weights=False)[0] + x
+        x = self.attn(h, h, h, key_padding_mask=mask, need_weights=False)[0] + x
         return self.mlp(self.ln2(x)) + x
 
 
@@ -139,7 +160,7 @@ class PlainEncoder(nn.Module):
         self, num_layers: int = 3, d_model: int = 64, num_heads: int = 4, max_len: int = SEQ_LEN
     ) -> None:
         super().__init__()
-        self.embed = nn.Embedding(VOCAB, d_model)
+        self.embed = nn.Embedding(VOCAB + 1, d_model)
         # A module, not a bare nn.Parameter: parameters() lists a module's own parameters
         # before its children's, which would put the positions ahead of the embedding.
         self.pos = AddPositions(max_len, d_model)
@@ -147,33 +168,56 @@ class PlainEncoder(nn.Module):
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, VOCAB)
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         x = self.pos(self.embed(tokens))
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, mask)
         return self.head(self.ln_f(x))
+
+
+class Unpacked(nn.Module):
+    """``model(*inputs)`` as a module of one argument, for helpers that call ``model(inputs)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: tuple[Tensor, ...]) -> Tensor:
+        return self.model(*inputs)  # type: ignore[no-any-return]
 
 
 # Data and training ------------------------------------------------------------------------------
 
 
-def make_sorting(count: int, seed: int) -> tuple[Tensor, Tensor]:
-    """``count`` random digit sequences (count, SEQ_LEN) and the same sequences sorted."""
+def make_sorting(count: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``count`` digit sequences of random lengths 1 to SEQ_LEN, padded, and their sorted twins.
+
+    Returns:
+        ``tokens`` (count, SEQ_LEN): the digits, then ``PAD``; ``mask`` (count, SEQ_LEN):
+        ``True`` at padded positions; ``targets`` (count, SEQ_LEN): the digits sorted, then
+        ``IGNORE``.
+    """
     gen = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(0, VOCAB, (count, SEQ_LEN), generator=gen)
-    return tokens, tokens.sort(dim=1).values
+    digits = torch.randint(0, VOCAB, (count, SEQ_LEN), generator=gen)
+    lengths = torch.randint(1, SEQ_LEN + 1, (count, 1), generator=gen)
+    mask = torch.arange(SEQ_LEN)[None, :] >= lengths
+    # Padding sorts last: sort with PAD in the padded places, then mark those as ignored.
+    tokens = digits.masked_fill(mask, PAD)
+    targets = tokens.sort(dim=1).values.masked_fill(mask, IGNORE)
+    return tokens, mask, targets
 
 
 def sequence_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy over every position: logits (B, T, V), targets (B, T)."""
-    return nn.functional.cross_entropy(logits.transpose(1, 2), targets)  # wants (B, V, T)
+    """Cross-entropy over the real positions: logits (B, T, V), targets (B, T)."""
+    return nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE)
 
 
-def token_accuracy(model: nn.Module, tokens: Tensor, targets: Tensor) -> float:
-    """The fraction of output positions predicted right."""
+def token_accuracy(model: nn.Module, tokens: Tensor, mask: Tensor, targets: Tensor) -> float:
+    """The fraction of real (unpadded) output positions predicted right."""
     model.eval()
     with torch.no_grad():
-        return float((model(tokens).argmax(-1) == targets).float().mean())
+        right = model(tokens, mask).argmax(-1) == targets
+    return float(right[~mask].float().mean())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -190,28 +234,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     epochs, steps = (1, 3) if args.smoke else (args.epochs, args.steps_per_epoch)
-    test_tokens, test_targets = make_sorting(2000, seed=10_000)  # epochs use seeds 1, 2, ...
-    print(f"sorting {SEQ_LEN} digits; {steps * args.batch_size} fresh sequences per epoch")
+    test = make_sorting(2000, seed=10_000)  # epochs use seeds 1, 2, ...
+    check = tuple(part[:32] for part in test)
+    print(
+        f"sorting 1 to {SEQ_LEN} digits, padded to {SEQ_LEN}; "
+        f"{steps * args.batch_size} fresh sequences per epoch"
+    )
 
     torch.manual_seed(args.seed)
     circuit = build_circuit(num_layers=args.layers)
     print(circuit)
-    check_against_plain(circuit, args.layers, test_tokens[:32], test_targets[:32], "after building")
+    check_against_plain(circuit, args.layers, *check, "after building")
+    check_mask_masks(circuit, *check[:2])
 
-    def batches(epoch: int) -> list[tuple[Tensor, Tensor]]:
-        tokens, targets = make_sorting(steps * args.batch_size, seed=epoch)
-        return list(zip(tokens.split(args.batch_size), targets.split(args.batch_size), strict=True))
+    def batches(epoch: int) -> list[tuple[tuple[Tensor, Tensor], Tensor]]:
+        parts = (p.split(args.batch_size) for p in make_sorting(steps * args.batch_size, epoch))
+        return [((tokens, mask), targets) for tokens, mask, targets in zip(*parts, strict=True)]
 
     history = train_side_by_side(
-        {"circuit": circuit},
+        {"circuit": Unpacked(circuit)},  # called as circuit(tokens, mask)
         batches,
         sequence_loss,
-        lambda model: token_accuracy(model, test_tokens, test_targets),
+        lambda _: token_accuracy(circuit, *test),
         epochs=epochs,
         lr=args.lr,
         metric_name="token accuracy",
     )
-    check_against_plain(circuit, args.layers, test_tokens[:32], test_targets[:32], "after training")
+    check_against_plain(circuit, args.layers, *check, "after training")
 
     args.out.mkdir(parents=True, exist_ok=True)
     plot_history(history, args.out / "training.png", "Transformer encoder Circuit: sorting digits")
@@ -227,13 +276,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_against_plain(
-    circuit: Circuit, num_layers: int, tokens: Tensor, targets: Tensor, label: str
+    circuit: Circuit, num_layers: int, tokens: Tensor, mask: Tensor, targets: Tensor, label: str
 ) -> None:
-    """Copy the Circuit's weights into a hand-written encoder; compare outputs and gradients."""
+    """Copy the Circuit's weights into a hand-written encoder; compare outputs and gradients
+    on the same padded batch and mask."""
     plain = PlainEncoder(num_layers=num_layers)
-    copy_weights(circuit, plain, tokens[:1])
+    copy_weights(circuit, plain, (tokens[:1], mask[:1]))
     plain.train(circuit.training)
-    check_equivalence(circuit, plain, tokens, targets, sequence_loss, label)
+    check_equivalence(
+        Unpacked(circuit), Unpacked(plain), (tokens, mask), targets, sequence_loss, label
+    )
+
+
+def check_mask_masks(model: nn.Module, tokens: Tensor, mask: Tensor) -> None:
+    """What the padded positions hold must change no real position's output."""
+    other = tokens.masked_fill(mask, 3)  # any digit in place of PAD
+    with torch.no_grad():
+        diff = float((model(tokens, mask) - model(other, mask))[~mask].abs().max())
+    print(f"[check] the mask: changing the padding moves real outputs by at most {diff:.2e}")
+    if diff > 1e-5:
+        raise EquivalenceError(f"the padding mask leaks: real outputs moved by {diff:.2e}.")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -69,6 +70,23 @@ def test_smoke_run_checks_equivalence_and_writes_its_files(
 ) -> None:
     result = run_example(script, "--smoke", "--out", str(tmp_path))
     assert_checked_and_saved(result, tmp_path, outputs)
+    if script == "transformer_encoder.py":
+        assert "[check] the mask: changing the padding moves real outputs by at most 0" in (
+            result.stdout
+        )
+
+
+def test_diffusion_smoke_trains_both_models_and_scores_their_samples(tmp_path: Path) -> None:
+    result = run_example("diffusion_digits.py", "--smoke", "--out", str(tmp_path))
+    outputs = ["samples.png", "diffusion.pdf", "diffusion.png", "training.png"]
+    assert_checked_and_saved(result, tmp_path, outputs)
+    assert "[check] epoch 1: circuit and plain agree" in result.stdout
+    assert "the two sets are identical" in result.stdout
+    # "  circuit    0.649    7/10    57.09": one row per set of images, the two models alike.
+    table = re.findall(r"^  (\S.*?)\s+(\d\.\d{3})\s+(\d+)/10\s+(\d+\.\d\d)$", result.stdout, re.M)
+    rows = {name: figures for name, *figures in table}
+    assert list(rows) == ["circuit", "hand-written twin", "real held-out digits", "noise"]
+    assert rows["circuit"] == rows["hand-written twin"]
 
 
 def test_mnist_without_torchvision_says_how_to_get_it(tmp_path: Path) -> None:
@@ -173,42 +191,101 @@ def test_check_equivalence_catches_a_changed_weight(common: ModuleType) -> None:
 def test_circuits_match_their_hand_written_twins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLES))
     import _common
+    import diffusion_digits
     import resnet_mnist
     import transformer_encoder
     import unet_segmentation
 
     torch.manual_seed(0)
+    tokens, mask, targets = transformer_encoder.make_sorting(4, 0)
+    assert mask.any(), "the batch should hold padding"
+    # Each case: the models, the arguments of one call (model(*args)), the targets, the loss.
     cases = [
         (
             resnet_mnist.build_circuit(),
             resnet_mnist.PlainResNet(),
-            torch.randn(4, 1, 8, 8),
+            (torch.randn(4, 1, 8, 8),),
             torch.randint(0, 10, (4,)),
             nn.CrossEntropyLoss(),
         ),
         (
             unet_segmentation.build_circuit(),
             unet_segmentation.PlainUNet(),
-            torch.randn(2, 1, 16, 16),
+            (torch.randn(2, 1, 16, 16),),
             torch.randint(0, 3, (2, 16, 16)),
             nn.CrossEntropyLoss(),
         ),
         (
             transformer_encoder.build_circuit(num_layers=2),
             transformer_encoder.PlainEncoder(num_layers=2),
-            *transformer_encoder.make_sorting(4, 0),
+            (tokens, mask),
+            targets,
             transformer_encoder.sequence_loss,
         ),
+        (
+            diffusion_digits.build_circuit(),
+            diffusion_digits.PlainUNet(),
+            (torch.randn(4, 1, 8, 8), torch.tensor([0, 5, 50, 199])),
+            torch.randn(4, 1, 8, 8),
+            nn.MSELoss(),
+        ),
     ]
-    for circuit, plain, x, y, loss in cases:
-        copy_weights(circuit, plain, x)
-        out_diff, grad_diff = _common.check_equivalence(circuit, plain, x, y, loss, "twin")
+    for circuit, plain, args, y, loss in cases:
+        copy_weights(circuit, plain, args)
+        out_diff, grad_diff = _common.check_equivalence(
+            transformer_encoder.Unpacked(circuit),
+            transformer_encoder.Unpacked(plain),
+            args,
+            y,
+            loss,
+            "twin",
+        )
         assert out_diff <= 1e-5 and grad_diff <= 1e-5
+
+
+def test_the_twins_differ_where_the_models_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The checks can fail: a twin that ignores the mask, or the timestep, is caught.
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import _common
+    import diffusion_digits
+    import transformer_encoder as te
+
+    torch.manual_seed(0)
+    tokens, mask, targets = te.make_sorting(8, 3)
+    circuit, plain = te.build_circuit(num_layers=1), te.PlainEncoder(num_layers=1)
+    copy_weights(circuit, plain, (tokens, mask))
+
+    class MaskBlind(nn.Module):
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.model(tokens)  # type: ignore[no-any-return]
+
+    with pytest.raises(_common.EquivalenceError, match="differ beyond"):
+        _common.check_equivalence(
+            te.Unpacked(circuit),
+            te.Unpacked(MaskBlind(plain)),
+            (tokens, mask),
+            targets,
+            te.sequence_loss,
+            "a twin that ignores the mask",
+        )
+    te.check_mask_masks(circuit, tokens, mask)  # the real mask masks
+    with pytest.raises(_common.EquivalenceError, match="the padding mask leaks"):
+        te.check_mask_masks(MaskBlind(plain), tokens, mask)
+
+    unet, twin = diffusion_digits.build_circuit(), diffusion_digits.PlainUNet()
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 150])
+    copy_weights(unet, twin, (x, t))
+    torch.testing.assert_close(unet(x, t), twin(x, t), rtol=0, atol=0)
+    assert not torch.allclose(unet(x, t), unet(x, t.flip(0)))  # the timestep is read
 
 
 def test_generated_data_is_what_it_claims(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    import transformer_encoder
+    import transformer_encoder as te
     import unet_segmentation
 
     images, masks = unet_segmentation.make_shapes(20, size=32, seed=3)
@@ -216,9 +293,35 @@ def test_generated_data_is_what_it_claims(monkeypatch: pytest.MonkeyPatch) -> No
     assert set(masks.unique().tolist()) == {0, 1, 2}
     # Shapes are brighter than the background, noise aside.
     assert images[:, 0][masks > 0].mean() > images[:, 0][masks == 0].mean() + 0.4
-    tokens, targets = transformer_encoder.make_sorting(50, seed=1)
-    assert torch.equal(targets, tokens.sort(dim=1).values)
-    assert torch.equal(targets.sort(dim=1).values, targets)
+    tokens, mask, targets = te.make_sorting(500, seed=1)
+    lengths = (~mask).sum(dim=1)
+    assert set(lengths.tolist()) == set(range(1, te.SEQ_LEN + 1))
+    assert torch.equal(mask, tokens == te.PAD)  # padding comes last, after the digits
+    assert torch.equal(mask, targets == te.IGNORE)
+    assert torch.equal(mask, mask.cummax(dim=1).values)
+    for row in range(50):
+        real = tokens[row][~mask[row]]
+        assert torch.equal(targets[row][~mask[row]], real.sort().values)
+
+
+def test_the_diffusion_scores_tell_digits_from_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import diffusion_digits as dd
+
+    train, labels, test, test_labels = dd.load_digits_split(seed=0)
+    assert train.shape == (1437, 1, 8, 8) and test.shape == (360, 1, 8, 8)
+    assert train.min() == -1 and train.max() == 1
+    judge = dd.Judge(train, labels)
+    assert judge.accuracy(test, test_labels) > 0.9
+    real, noise = judge.scores(test), judge.scores(dd.noise_like(train, 360, seed=0))
+    assert real.confidence > noise.confidence + 0.2
+    assert real.distance < noise.distance - 5
+    assert real.digits == 10
+    assert judge.scores(train[:50]).distance == 0  # a training digit is its own neighbour
+    # The schedule: nearly clean at t = 0, nearly pure noise at the last step.
+    schedule = dd.Schedule(200)
+    assert schedule.abar[0] > 0.999 and schedule.abar[-1] < 1e-3
+    assert bool((schedule.abar[1:] < schedule.abar[:-1]).all())
 
 
 def test_side_by_side_training_stops_when_the_models_drift_apart(common: ModuleType) -> None:
@@ -260,3 +363,16 @@ def test_side_by_side_training_stops_when_the_models_drift_apart(common: ModuleT
             lr=1e-2,
             metric_name="accuracy",
         )
+
+
+def test_the_dataflow_page_runs_as_shown() -> None:
+    # docs/dataflow.md's Python blocks, in order, in one namespace: each asserts what it shows.
+    page = (ROOT / "docs" / "dataflow.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", page, re.M | re.S)
+    assert len(blocks) >= 7
+    namespace: dict[str, Any] = {}
+    for index, block in enumerate(blocks):
+        exec(compile(block, f"docs/dataflow.md block {index}", "exec"), namespace)
+    assert namespace["logits"].shape == (2, 5, 10)
+    assert namespace["noise"].shape == (4, 1, 8, 8)
+    assert namespace["out"].shape == (2, 3, 32)
