@@ -23,7 +23,7 @@ sample as a digit) and by the distance to the nearest training digit, beside the
 for real held-out digits and for noise, so the numbers have a scale.
 
 Run:
-    python examples/diffusion_digits.py            # about 2 minutes on 2 CPU cores
+    python examples/diffusion_digits.py            # under 2 minutes on 2 CPU cores
     python examples/diffusion_digits.py --smoke    # seconds, still checks equivalence
 
 Writes into `--out` (default `out/diffusion_digits`): `samples.png` (generated digits, the

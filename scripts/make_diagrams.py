@@ -233,7 +233,15 @@ def zoo() -> list[tuple[str, Callable[[], Circuit], dict[str, Any]]]:
         (
             "examples/transformer_encoder",
             _example("transformer_encoder").build_circuit,
-            main_input(torch.zeros(1, 10, dtype=torch.long)),
+            {
+                "input_shape": torch.zeros(1, 10, dtype=torch.long),
+                "input_shapes": {"mask": torch.zeros(1, 10, dtype=torch.bool)},
+            },
+        ),
+        (
+            "examples/diffusion_digits",
+            _example("diffusion_digits").build_circuit,
+            {"input_shape": (1, 1, 8, 8), "input_shapes": {"t": torch.zeros(1, dtype=torch.long)}},
         ),
         (
             "examples/train_distributed",
