@@ -105,12 +105,22 @@ def pair(sizes: dict[str, int]) -> tuple[nn.Module, nn.Module]:
     return hand, twin
 
 
+CONTROL = "hand-written, a second instance"
+
+
 def timing_candidates(sizes: dict[str, int], mode: str) -> dict[str, Callable[[], object]]:
-    """What `measure.time_interleaved` times: a forward or a training step of each model."""
+    """What `measure.time_interleaved` times: a forward or a training step of each model.
+
+    `CONTROL` is the hand-written model again, another instance with the same weights: how far
+    it lands from the first is how finely this machine can tell two models apart (the same
+    kernels run slower or faster depending on where a model's tensors happen to be placed).
+    """
     hand, twin = pair(sizes)
+    control = HandEncoder(**sizes)
+    control.load_state_dict(hand.state_dict())
     x, mask = inputs(**sizes)
     candidates: dict[str, Callable[[], object]] = {}
-    for name, model in (("hand-written", hand), ("Circuit", twin)):
+    for name, model in (("hand-written", hand), ("Circuit", twin), (CONTROL, control)):
         model.train(mode == "train")
         if mode == "train":
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -182,6 +192,29 @@ def memory_rows(sizes: dict[str, int], mode: str, runs: int) -> dict[str, list[f
             if "error" in result:
                 raise RuntimeError(f"memory of {name}: {result['error']}")
             figures[name].append(result["peak_delta_kib"])
+    return figures
+
+
+def saved_for_backward_kib(sizes: dict[str, int]) -> dict[str, float]:
+    """Per model, the tensor storage one training forward saves for backward, in KiB.
+
+    Exact, unlike peak RSS: every storage autograd keeps is counted once, by address.
+    """
+    hand, twin = pair(sizes)
+    x, mask = inputs(**sizes)
+    figures: dict[str, float] = {}
+    for name, model in (("hand-written", hand), ("Circuit", twin)):
+        model.train()
+        storages: dict[int, int] = {}
+
+        def pack(tensor: Tensor, found: dict[int, int] = storages) -> Tensor:
+            storage = tensor.untyped_storage()
+            found[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(x, mask)
+        figures[name] = sum(storages.values()) / 1024
     return figures
 
 

@@ -67,7 +67,7 @@ def unrolled() -> Iterator[None]:
     Dynamo reads the setting when it traces, so the first call of a compiled model must
     happen inside the `with`; it guards on it, so a later call outside recompiles.
 
-    Example:
+    Examples:
 
         >>> with torch_circuit.regions.unrolled():
         ...     torch.compile(model)(x)
@@ -231,7 +231,7 @@ def explain(model: nn.Module) -> dict[str, str]:
     unrolled. Reflects the model's current mode (`train()`/`eval()`) and whether autograd
     records (`torch.no_grad()`), as a compile traced now would see them.
 
-    Example:
+    Examples:
 
         >>> torch_circuit.regions.explain(model)
         {'stage': 'region', 'head': 'unrolled: layer 1 (BatchNorm1d) has buffers ...'}
