@@ -144,7 +144,9 @@ def build_circuit(widths: tuple[int, ...] = WIDTHS, embed: int = EMBED) -> Circu
         StartBlock("up", num_repeats=levels),
         PerRepeat(lambda i, n: nn.ConvTranspose2d(widths[n - i], up_width(i, n), 2, stride=2)),
         GetInput("skip", pop=True, op="cat"),  # (B, 2 * width, H, W)
-        GetInput("temb", op=PerRepeat(lambda i, n: ResBlock(2 * up_width(i, n), up_width(i, n)))),
+        GetInput(
+            "temb", op=PerRepeat(lambda i, n: ResBlock(2 * up_width(i, n), up_width(i, n), embed))
+        ),
         EndBlock("up"),
         nn.GroupNorm(8, widths[0]),
         nn.SiLU(),

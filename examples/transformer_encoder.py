@@ -2,7 +2,7 @@
 
 The task is generated: read a sequence of digits and write it out sorted, one output token
 per input position (``3 1 4 1 5`` -> ``1 1 3 4 5``). The sequences have different lengths,
-from 1 to 10 digits, so a batch is padded to the longest with a padding token, and attention
+from 1 to 10 digits, so every sequence is padded to 10 with a padding token, and attention
 must not look at the padding. The score is token accuracy over the real (unpadded) positions
 of held-out sequences.
 
@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         metric_name="token accuracy",
     )
     check_against_plain(circuit, args.layers, *check, "after training")
+    check_mask_masks(circuit, *check[:2])
 
     args.out.mkdir(parents=True, exist_ok=True)
     plot_history(history, args.out / "training.png", "Transformer encoder Circuit: sorting digits")

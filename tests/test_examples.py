@@ -229,6 +229,13 @@ def test_circuits_match_their_hand_written_twins(monkeypatch: pytest.MonkeyPatch
             torch.randn(4, 1, 8, 8),
             nn.MSELoss(),
         ),
+        (  # other widths and embedding size: every layer is built from the arguments
+            diffusion_digits.build_circuit(widths=(8, 16), embed=32),
+            diffusion_digits.PlainUNet(widths=(8, 16), embed=32),
+            (torch.randn(2, 1, 8, 8), torch.tensor([3, 150])),
+            torch.randn(2, 1, 8, 8),
+            nn.MSELoss(),
+        ),
     ]
     for circuit, plain, args, y, loss in cases:
         copy_weights(circuit, plain, args)
