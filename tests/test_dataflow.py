@@ -3,6 +3,7 @@ skips that outlive their block; their semantics and every error message."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 import warnings
@@ -48,6 +49,14 @@ def test_named_inputs_bind_by_position_or_keyword() -> None:
     expected = model.get_submodule("2")(model.get_submodule("0")(x) * mask)
     torch.testing.assert_close(by_position, expected, rtol=0, atol=0)
     torch.testing.assert_close(by_keyword, expected, rtol=0, atol=0)
+
+
+def test_an_input_named_x_binds_by_keyword_too() -> None:
+    # The main tensor is positional-only, so its name is free for an input.
+    model = Circuit(GetInput("x", op=torch.mul), inputs=("x",))
+    ones, three = torch.ones(2), torch.full((2,), 3.0)
+    torch.testing.assert_close(model(ones, x=three), three, rtol=0, atol=0)
+    torch.testing.assert_close(model(ones, three), three, rtol=0, atol=0)
 
 
 def test_a_default_is_passed_when_the_input_is_left_out() -> None:
@@ -164,6 +173,12 @@ def test_a_circuit_without_inputs_refuses_more_arguments() -> None:
         (("",), ValueError, "inputs[0] is an empty name; give it one"),
         (("m", "m"), ValueError, "inputs[1] repeats the name 'm' of inputs[0]; declare each"),
         (("b",), ValueError, "inputs[0] is named 'b', like the block at position 1; rename"),
+        (
+            ("m", "self"),
+            ValueError,
+            "inputs[1] is named 'self', which nn.Module's call takes for the module itself, so "
+            "it could not be passed by keyword; choose another name.",
+        ),
     ],
 )
 def test_bad_inputs_are_refused_at_construction(inputs: Any, error: type, message: str) -> None:
@@ -379,6 +394,29 @@ def test_per_repeat_modules_are_used_as_built() -> None:
     for index in range(3):
         assert model.b[index].get_submodule("1") is made[index]
         assert torch.all(made[index].weight == index)  # not re-initialised
+
+
+def given(module: nn.Module, index: int, count: int) -> nn.Module:
+    return module
+
+
+def test_per_repeat_ops_and_transforms_are_used_as_built_in_every_repeat() -> None:
+    # A factory that hands out the same module in every repeat ties it there, as a layer's
+    # would: repeats after the first are not copies of the first's.
+    transform, op = nn.Linear(4, 4), nn.Bilinear(4, 4, 4)
+    model = Circuit(
+        StartBlock("b", num_repeats=3),
+        SaveInput("r", transform=PerRepeat(functools.partial(given, transform))),
+        nn.Tanh(),
+        GetInput("r", op=PerRepeat(functools.partial(given, op))),
+        EndBlock("b"),
+    )
+    for index in range(3):
+        assert model.b[index].get_submodule("1").transform is transform
+        assert model.b[index].get_submodule("3").op is op
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for m in (transform, op) for p in m.parameters()
+    )
 
 
 def test_per_repeat_widens_a_stage_and_the_repr_shows_it() -> None:

@@ -82,7 +82,7 @@ class Circuit(Scope):
         """The named inputs `forward` takes after the main tensor, in positional order."""
         return self._inputs
 
-    def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+    def forward(self, x: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Run the layers on `x` and return the result; nothing is stored on the module.
 
         Named inputs follow `x`, by position or keyword, like a function's parameters. With

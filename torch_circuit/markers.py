@@ -254,6 +254,11 @@ class PerRepeat:
     def __repr__(self) -> str:
         return f"PerRepeat({op_name(self.factory)})"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> PerRepeat:
+        # A recipe, shared by every copy: copying it would copy the modules its factory hands
+        # out (a factory that returns one module on purpose, to tie it, would stop tying it).
+        return self
+
 
 def _show_default(function: Callable[..., Any], name: str, text: str) -> None:
     """Show the default of `name` in `function`'s signature as `text` (in `help()`),

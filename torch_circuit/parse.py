@@ -138,6 +138,11 @@ def parse_inputs(inputs: Any) -> tuple[tuple[str, bool, Any], ...]:
             )
         if not name:
             raise ValueError(f"inputs[{index}] is an empty name; give it one, e.g. 'mask'.")
+        if name == "self":
+            raise ValueError(
+                f"inputs[{index}] is named 'self', which nn.Module's call takes for the module "
+                "itself, so it could not be passed by keyword; choose another name."
+            )
         if name in seen:
             raise ValueError(
                 f"inputs[{index}] repeats the name {name!r} of inputs[{seen[name]}]; "
