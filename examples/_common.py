@@ -25,7 +25,10 @@ from tqdm import tqdm
 from torch_circuit import Circuit
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-Batch = tuple[Tensor, Tensor]
+# What a model is called with: one tensor, or a tuple of its positional arguments (as
+# `torch_circuit.copy_weights` takes them): `(tokens, mask)`, `(x_t, t)`.
+Inputs = Tensor | tuple[Tensor, ...]
+Batch = tuple[Inputs, Tensor]
 
 # Relative and absolute tolerance for "equal": the two models run the same float32 ops in the
 # same order, so in practice they agree to the last bit; the slack covers reordered reductions.
@@ -80,10 +83,15 @@ def _all_close(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
     return all(torch.allclose(x, y, rtol=RTOL, atol=ATOL) for x, y in zip(a, b, strict=True))
 
 
+def call(model: nn.Module, inputs: Inputs) -> Tensor:
+    """`model(inputs)`, or `model(*inputs)` when `inputs` is a tuple of arguments."""
+    return model(*inputs) if isinstance(inputs, tuple) else model(inputs)  # type: ignore[no-any-return]
+
+
 def check_equivalence(
     circuit: nn.Module,
     reference: nn.Module,
-    inputs: Tensor,
+    inputs: Inputs,
     targets: Tensor,
     loss_fn: LossFn,
     label: str,
@@ -100,7 +108,7 @@ def check_equivalence(
     grads: list[list[Tensor]] = []
     for model in (circuit, reference):
         model.zero_grad(set_to_none=True)
-        output = model(inputs)
+        output = call(model, inputs)
         loss_fn(output, targets).backward()
         outputs.append(output.detach())
         grads.append(
@@ -198,7 +206,7 @@ def train_side_by_side(
                 start = time.perf_counter()
                 model.train()
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(inputs), targets)
+                loss = loss_fn(call(model, inputs), targets)
                 loss.backward()
                 optimizer.step()
                 seconds[name] += time.perf_counter() - start

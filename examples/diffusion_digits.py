@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F  # noqa: N812
 from _common import (
+    call,
     check_equivalence,
     example_parser,
     parse_example_args,
@@ -203,17 +204,6 @@ class PlainUNet(nn.Module):
         for upsample, block in self.up:  # type: ignore[misc]
             x = block(torch.cat((upsample(x), skips.pop()), dim=1), temb)
         return self.head(x)  # type: ignore[no-any-return]
-
-
-class Unpacked(nn.Module):
-    """`model(*inputs)` as a module of one argument, for helpers that call `model(inputs)`."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: tuple[Tensor, ...]) -> Tensor:
-        return self.model(*inputs)  # type: ignore[no-any-return]
 
 
 # Diffusion --------------------------------------------------------------------------------------
@@ -405,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     # Both models are called as model(x_t, t); the example input reaches every layer.
     example = (test_images[:2], torch.tensor([0, diffusion_steps - 1]))
     print(f"[copy] circuit -> hand-written twin: {copy_weights(circuit, plain, example)}")
-    models = {"circuit": Unpacked(circuit), "plain": Unpacked(plain)}
+    models = {"circuit": circuit, "plain": plain}  # called as model(x_t, t)
     check = noised(schedule, test_images[:64], torch.Generator().manual_seed(1))
     check_equivalence(*models.values(), *check, F.mse_loss, "after building")
 
@@ -420,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     def held_out_loss(model: nn.Module) -> float:
         model.eval()
         with torch.no_grad():
-            return float(F.mse_loss(model(held_out[0]), held_out[1]))
+            return float(F.mse_loss(call(model, held_out[0]), held_out[1]))
 
     history = train_side_by_side(
         models,

@@ -175,17 +175,6 @@ class PlainEncoder(nn.Module):
         return self.head(self.ln_f(x))
 
 
-class Unpacked(nn.Module):
-    """``model(*inputs)`` as a module of one argument, for helpers that call ``model(inputs)``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: tuple[Tensor, ...]) -> Tensor:
-        return self.model(*inputs)  # type: ignore[no-any-return]
-
-
 # Data and training ------------------------------------------------------------------------------
 
 
@@ -252,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return [((tokens, mask), targets) for tokens, mask, targets in zip(*parts, strict=True)]
 
     history = train_side_by_side(
-        {"circuit": Unpacked(circuit)},  # called as circuit(tokens, mask)
+        {"circuit": circuit},  # called as circuit(tokens, mask): a batch's inputs are a tuple
         batches,
         sequence_loss,
         lambda _: token_accuracy(circuit, *test),
@@ -284,9 +273,7 @@ def check_against_plain(
     plain = PlainEncoder(num_layers=num_layers)
     copy_weights(circuit, plain, (tokens[:1], mask[:1]))
     plain.train(circuit.training)
-    check_equivalence(
-        Unpacked(circuit), Unpacked(plain), (tokens, mask), targets, sequence_loss, label
-    )
+    check_equivalence(circuit, plain, (tokens, mask), targets, sequence_loss, label)
 
 
 def check_mask_masks(model: nn.Module, tokens: Tensor, mask: Tensor) -> None:

@@ -239,14 +239,7 @@ def test_circuits_match_their_hand_written_twins(monkeypatch: pytest.MonkeyPatch
     ]
     for circuit, plain, args, y, loss in cases:
         copy_weights(circuit, plain, args)
-        out_diff, grad_diff = _common.check_equivalence(
-            transformer_encoder.Unpacked(circuit),
-            transformer_encoder.Unpacked(plain),
-            args,
-            y,
-            loss,
-            "twin",
-        )
+        out_diff, grad_diff = _common.check_equivalence(circuit, plain, args, y, loss, "twin")
         assert out_diff <= 1e-5 and grad_diff <= 1e-5
 
 
@@ -272,8 +265,8 @@ def test_the_twins_differ_where_the_models_do(monkeypatch: pytest.MonkeyPatch) -
 
     with pytest.raises(_common.EquivalenceError, match="differ beyond"):
         _common.check_equivalence(
-            te.Unpacked(circuit),
-            te.Unpacked(MaskBlind(plain)),
+            circuit,
+            MaskBlind(plain),
             (tokens, mask),
             targets,
             te.sequence_loss,
